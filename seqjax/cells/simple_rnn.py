@@ -1,0 +1,67 @@
+"""Elman RNN cell. Parameters `w_x [F, H]`, `w_h [H, H]`, `b [H]`; `h' = tanh(x w_x + h w_h + b)`."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from seqjax.cell import Cell
+from seqjax.cells import _recurrent as rc
+
+
+class SimpleRNNCarry(NamedTuple):
+    """SimpleRNN state: hidden `h [B, H]`, also the step's output."""
+
+    h: jax.Array
+
+
+def simple_rnn(
+    hidden_size: int,
+    *,
+    activation="tanh",
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    kernel_init=None,
+    recurrent_init=None,
+    bias_init=None,
+    dtype=jnp.float32,
+) -> Cell:
+    """Fully connected recurrent cell, as Keras's `SimpleRNN` and PyTorch's `RNN`.
+
+    `h' = activation(x w_x + h w_h + b)`. Step `x_t [B, F] -> y_t = h' [B, H]`; carry `SimpleRNNCarry(h)`.
+    """
+    k_init, r_init, b_init = rc.default_initializers()
+    opts = rc.recurrent_options(
+        "simple_rnn", hidden_size, 1,
+        activation=activation, recurrent_activation="linear",
+        dropout=dropout, recurrent_dropout=recurrent_dropout,
+        kernel_init=kernel_init or k_init, recurrent_init=recurrent_init or r_init,
+        bias_init=bias_init or b_init, dtype=dtype,
+    )
+
+    def init(key, in_features):
+        k_w, k_b = jax.random.split(key)
+        params = rc.init_kernels(opts, k_w, in_features)
+        params["b"] = rc.init_bias(opts, k_b)
+        return params
+
+    def initial_carry(batch_size, dtype=jnp.float32):
+        return SimpleRNNCarry(*rc.zeros_carry(opts, batch_size, dtype, 1))
+
+    def step(params, carry, x_t, noise=None):
+        (h,) = carry
+        x_t, h_in = rc.apply_noise(noise, x_t, h)
+        h_new = opts.activation(x_t @ params["w_x"] + h_in @ params["w_h"] + params["b"])
+        return SimpleRNNCarry(h_new.astype(h.dtype)), h_new
+
+    return Cell(
+        init=init,
+        initial_carry=initial_carry,
+        step=step,
+        input_spec=lambda params: rc.input_spec(opts, params),
+        sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
+            opts, key, params, batch_size, dtype),
+        name="simple_rnn",
+    )

@@ -1,0 +1,58 @@
+"""`scan`: run a cell over `[batch, time, ...]` with the carry as an explicit value."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from seqjax import checks
+from seqjax.cell import Cell
+from seqjax.loop import carry_dtype, run_sequence
+
+MASKED_OUTPUTS = ("previous", "zero")
+
+
+def _time_major(x):
+    return jnp.swapaxes(x, 0, 1)
+
+
+def scan(cell: Cell, params, carry, xs, *, mask=None, reset=None, reverse: bool = False, unroll: int = 1,
+         key=None, masked_output: str = "previous"):
+    """Many-to-many: `(final_carry, ys)` for `xs [B, T, F]` (`[B, T]` token ids for `embed`), `ys [B, T, out]`.
+
+    - `mask [B, T]` bool: where False, that sample's carry is left unchanged and its output is its
+      previous output (zeros before its first valid step; `masked_output="zero"` gives zeros), as Keras's
+      masking does. Padding may be anywhere: left, right, holes.
+    - `reset [B, T]` bool: where True, that sample's carry is replaced by `cell.initial_carry` before the
+      step (episode boundaries inside one batch). A reset step that is also masked leaves the fresh carry.
+    - `reverse`: process from the last step to the first; `ys` stays aligned with `xs`.
+    - `unroll`: passed to `lax.scan`.
+    - `key`: turns on the cell's variational dropout (`sj.lstm(..., dropout=, recurrent_dropout=)`) with
+      one mask per call, the same at every step; without a key there is no dropout.
+
+    Continuing a sequence is passing the returned carry to the next call; the chunks give the same
+    outputs and carry as one call over the whole sequence.
+    """
+    where = "sj.scan"
+    checks.check_cell(cell, where)
+    spec = cell.input_spec(params)
+    xs = checks.check_inputs(xs, spec, where, "xs", ("batch", "time"))
+    batch, time = xs.shape[:2]
+    checks.check_carry(cell, carry, batch, where)
+    mask = checks.check_flags(mask, batch, time, where, "mask")
+    reset = checks.check_flags(reset, batch, time, where, "reset")
+    checks.check_unroll(unroll, where)
+    checks.check_choice(masked_output, MASKED_OUTPUTS, where, "masked_output")
+    if not isinstance(reverse, bool):
+        raise TypeError(f"{where}: reverse must be a bool; got {reverse!r}")
+    key = checks.check_key(key, where)
+    noise = None if key is None else cell.sample_noise(key, params, batch, carry_dtype(carry, xs.dtype))
+
+    xs_TB, mask_TB, reset_TB = (None if a is None else _time_major(a) for a in (xs, mask, reset))
+    if reverse:
+        xs_TB, mask_TB, reset_TB = (None if a is None else jnp.flip(a, 0) for a in (xs_TB, mask_TB, reset_TB))
+    carry, ys_TB = run_sequence(cell, params, carry, xs_TB, mask_TB=mask_TB, reset_TB=reset_TB, noise=noise,
+                                unroll=unroll, masked_output=masked_output)
+    if reverse:
+        ys_TB = jax.tree.map(lambda y: jnp.flip(y, 0), ys_TB)
+    return carry, jax.tree.map(_time_major, ys_TB)
