@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import checks
-from seqjax.cell import Cell
+from seqjax.cell import Cell, CellConfig
 from seqjax.loop import run_sequence
 
 MERGES = {
@@ -85,5 +85,6 @@ def bidirectional(forward_cell: Cell, backward_cell: Cell, merge: str = "concat"
         return BidirectionalCarry(carry_f, carry_b), merge_fn(ys_f, flip(ys_b))
 
     return Cell(init=init, initial_carry=initial_carry, step=step, input_spec=input_spec,
-                sample_noise=sample_noise, sequence=sequence, name="bidirectional")
+                sample_noise=sample_noise, sequence=sequence, name="bidirectional",
+                config=CellConfig(forward=forward_cell, backward=backward_cell, merge=merge))
 

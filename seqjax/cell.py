@@ -20,6 +20,7 @@ Hyperparameters live in the closure of the function that builds the cell.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -40,6 +41,33 @@ class InputSpec(NamedTuple):
         return ", ".join(str(d) for d in self.shape) if self.shape else ""
 
 
+class CellConfig(Mapping):
+    """Read-only, hashable hyperparameters of a cell (`cell.config["hidden_size"]`), for weight converters.
+
+    Informational: the cell's functions use their closure, never this mapping. Values must be hashable.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, **items):
+        self._items = dict(items)
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __hash__(self):
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self):
+        return f"CellConfig({', '.join(f'{k}={v!r}' for k, v in self._items.items())})"
+
+
 class Cell(NamedTuple):
     """A layer as pure functions; see the module docstring for each field's signature."""
 
@@ -50,6 +78,7 @@ class Cell(NamedTuple):
     sample_noise: Callable[..., Noise]
     sequence: Optional[Callable[..., tuple[Carry, jax.Array]]] = None
     name: str = "cell"
+    config: Mapping[str, Any] = CellConfig()
 
 
 def no_noise(key, params, batch_size, dtype=jnp.float32):
@@ -115,6 +144,17 @@ def check_param_shape(params, name: str, expected: tuple, where: str) -> jax.Arr
         want = "[" + ", ".join("?" if e is None else str(e) for e in expected) + "]"
         raise ValueError(f"{where}: params[{name!r}] must have shape {want}; got {shape}")
     return params[name]
+
+
+def draw(initializer, key, shape, dtype) -> jax.Array:
+    """`initializer(key, shape)` in float32 (float64 for float64) cast to `dtype`.
+
+    Low-precision dtypes such as bfloat16 have no QR on CPU (orthogonal init), so they are drawn in
+    float32 and rounded.
+    """
+    dtype = jnp.dtype(dtype)
+    compute = dtype if dtype.itemsize >= 4 else jnp.float32
+    return initializer(key, shape, compute).astype(dtype)
 
 
 def dropout_mask(key, rate: float, shape, dtype) -> jax.Array:

@@ -39,7 +39,7 @@ def check_inputs(x, spec: InputSpec, where: str, argument: str, leading: tuple[s
     if x.ndim != rank:
         hint = ""
         if x.ndim == rank - 1:
-            hint = " — add a batch axis" if "time" in leading else " — add a batch axis"
+            hint = " — add a batch axis"
         elif x.ndim == rank + 1 and "time" not in leading:
             hint = " — pass one step, not a sequence"
         raise ValueError(f"{where}: {argument} must be {want} for this cell; got {tuple(x.shape)}{hint}")

@@ -13,6 +13,7 @@ from seqjax.cell import (
     check_param_shape,
     check_rate,
     check_size,
+    draw,
     dropout_mask,
     resolve_activation,
 )
@@ -65,13 +66,13 @@ def init_kernels(opts: RecurrentOptions, key, in_features) -> dict:
     check_size(in_features, f"sj.{opts.name}.init", "in_features")
     h = opts.hidden_size
     k_x, k_h = jax.random.split(key)
-    w_x = opts.kernel_init(k_x, (in_features, opts.blocks * h), opts.dtype)
-    w_h = opts.recurrent_init(k_h, (h, opts.blocks * h), opts.dtype)
+    w_x = draw(opts.kernel_init, k_x, (in_features, opts.blocks * h), opts.dtype)
+    w_h = draw(opts.recurrent_init, k_h, (h, opts.blocks * h), opts.dtype)
     return {"w_x": w_x, "w_h": w_h}
 
 
 def init_bias(opts: RecurrentOptions, key) -> jax.Array:
-    return opts.bias_init(key, (opts.blocks * opts.hidden_size,), opts.dtype)
+    return draw(opts.bias_init, key, (opts.blocks * opts.hidden_size,), opts.dtype)
 
 
 def input_spec(opts: RecurrentOptions, params, bias_names=("b",)) -> InputSpec:

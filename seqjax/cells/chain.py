@@ -10,17 +10,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell, InputSpec
+from seqjax.cell import Cell, CellConfig, InputSpec
 from seqjax.loop import run_sequence
 
 
 def _output_spec(cell: Cell, params, spec: InputSpec) -> InputSpec:
-    """What `cell.step` returns per step for a batch of one, as the next part's input spec."""
+    """What `cell` outputs per step for a batch of one, as the next part's input spec.
+
+    Found by tracing its sequence function over one step, so sequence-only cells (bidirectional) work too.
+    """
     shape = tuple(1 if d is None else d for d in spec.shape)
-    x = jax.ShapeDtypeStruct((1,) + shape, jnp.int32 if spec.integer else jnp.float32)
+    xs = jax.ShapeDtypeStruct((1, 1) + shape, jnp.int32 if spec.integer else jnp.float32)
     carry = jax.eval_shape(lambda: cell.initial_carry(1))
-    _, y = jax.eval_shape(cell.step, params, carry, x)
-    return InputSpec(tuple(y.shape[1:]), jnp.issubdtype(y.dtype, jnp.integer))
+    _, ys = jax.eval_shape(lambda p, c, x: run_sequence(cell, p, c, x), params, carry, xs)
+    return InputSpec(tuple(ys.shape[2:]), jnp.issubdtype(ys.dtype, jnp.integer))
 
 
 def chain(*cells: Cell) -> Cell:
@@ -92,4 +95,4 @@ def chain(*cells: Cell) -> Cell:
         return tuple(new_carry), xs_TB
 
     return Cell(init=init, initial_carry=initial_carry, step=step, input_spec=input_spec,
-                sample_noise=sample_noise, sequence=sequence, name="chain")
+                sample_noise=sample_noise, sequence=sequence, name="chain", config=CellConfig(parts=tuple(cells)))

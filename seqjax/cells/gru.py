@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell
+from seqjax.cell import Cell, CellConfig
 from seqjax.cells import _recurrent as rc
 
 
@@ -88,4 +88,7 @@ def gru(
         sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
             opts, key, params, batch_size, dtype),
         name="gru",
+        config=CellConfig(hidden_size=hidden, reset_after=reset_after, activation=activation,
+                          recurrent_activation=recurrent_activation, dropout=opts.dropout,
+                          recurrent_dropout=opts.recurrent_dropout),
     )

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell
+from seqjax.cell import Cell, CellConfig
 from seqjax.cells import _recurrent as rc
 
 
@@ -79,4 +79,7 @@ def lstm(
         sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
             opts, key, params, batch_size, dtype),
         name="lstm",
+        config=CellConfig(hidden_size=hidden, activation=activation, recurrent_activation=recurrent_activation,
+                          unit_forget_bias=unit_forget_bias, dropout=opts.dropout,
+                          recurrent_dropout=opts.recurrent_dropout),
     )

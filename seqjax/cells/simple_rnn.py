@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell
+from seqjax.cell import Cell, CellConfig
 from seqjax.cells import _recurrent as rc
 
 
@@ -64,4 +64,6 @@ def simple_rnn(
         sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
             opts, key, params, batch_size, dtype),
         name="simple_rnn",
+        config=CellConfig(hidden_size=opts.hidden_size, activation=activation, dropout=opts.dropout,
+                          recurrent_dropout=opts.recurrent_dropout),
     )

@@ -17,6 +17,7 @@ from seqjax.cell import (
     check_float_dtype,
     check_param_shape,
     check_size,
+    draw,
     no_noise,
     resolve_activation,
 )
@@ -56,9 +57,9 @@ def dense(features: int, *, activation=None, use_bias: bool = True, kernel_init=
     def init(key, in_features):
         check_size(in_features, "sj.dense.init", "in_features")
         k_w, k_b = jax.random.split(key)
-        params = {"w": kernel_init(k_w, (in_features, features), dtype)}
+        params = {"w": draw(kernel_init, k_w, (in_features, features), dtype)}
         if use_bias:
-            params["b"] = bias_init(k_b, (features,), dtype)
+            params["b"] = draw(bias_init, k_b, (features,), dtype)
         return params
 
     def apply(params, x):
@@ -100,7 +101,7 @@ def embed(vocab_size: int, features: int, *, embedding_init=None, dtype=jnp.floa
             raise ValueError(
                 f"sj.embed.init: in_features must be None or vocab_size={vocab_size} (the inputs are "
                 f"token ids); got {in_features!r}")
-        return {"table": embedding_init(key, (vocab_size, features), dtype)}
+        return {"table": draw(embedding_init, key, (vocab_size, features), dtype)}
 
     def apply(params, ids):
         return jnp.take(params["table"], ids, axis=0, mode="fill", fill_value=jnp.nan)

@@ -1,0 +1,102 @@
+"""Independent float64 NumPy references for the cells, written from the equations (not from seqjax)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def np64(tree):
+    """Params dict -> float64 NumPy arrays."""
+    return {k: np.asarray(v, np.float64) for k, v in tree.items()}
+
+
+def lstm_step(p, h, c, x):
+    H = h.shape[-1]
+    z = x @ p["w_x"] + h @ p["w_h"] + p["b"]
+    i, f, g, o = (z[:, k * H:(k + 1) * H] for k in range(4))
+    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    h = sigmoid(o) * np.tanh(c)
+    return h, c
+
+
+def gru_step(p, h, x, reset_after=True):
+    H = h.shape[-1]
+    wx = lambda k: p["w_x"][:, k * H:(k + 1) * H]  # noqa: E731
+    wh = lambda k: p["w_h"][:, k * H:(k + 1) * H]  # noqa: E731
+    bx = lambda k: p["b_x"][k * H:(k + 1) * H]  # noqa: E731
+    bh = lambda k: p["b_h"][k * H:(k + 1) * H]  # noqa: E731
+    z = sigmoid(x @ wx(0) + bx(0) + h @ wh(0) + bh(0))
+    r = sigmoid(x @ wx(1) + bx(1) + h @ wh(1) + bh(1))
+    if reset_after:
+        n = np.tanh(x @ wx(2) + bx(2) + r * (h @ wh(2) + bh(2)))
+    else:
+        n = np.tanh(x @ wx(2) + bx(2) + (r * h) @ wh(2) + bh(2))
+    return z * h + (1 - z) * n
+
+
+def simple_rnn_step(p, h, x):
+    return np.tanh(x @ p["w_x"] + h @ p["w_h"] + p["b"])
+
+
+def run_lstm(p, xs_BTF, h=None, c=None, mask_BT=None):
+    """Whole sequence; masked steps keep (h, c) and repeat the previous output (zeros at first)."""
+    p = np64(p)
+    B, T, _ = xs_BTF.shape
+    H = p["w_h"].shape[0]
+    h = np.zeros((B, H)) if h is None else np.asarray(h, np.float64)
+    c = np.zeros((B, H)) if c is None else np.asarray(c, np.float64)
+    ys, prev = [], np.zeros((B, H))
+    for t in range(T):
+        h_new, c_new = lstm_step(p, h, c, np.asarray(xs_BTF[:, t], np.float64))
+        m = np.ones(B, bool) if mask_BT is None else np.asarray(mask_BT[:, t])
+        h = np.where(m[:, None], h_new, h)
+        c = np.where(m[:, None], c_new, c)
+        prev = np.where(m[:, None], h_new, prev)
+        ys.append(prev)
+    return np.stack(ys, 1), h, c
+
+
+def run_gru(p, xs_BTF, h=None, reset_after=True, mask_BT=None):
+    p = np64(p)
+    B, T, _ = xs_BTF.shape
+    H = p["w_h"].shape[0]
+    h = np.zeros((B, H)) if h is None else np.asarray(h, np.float64)
+    ys, prev = [], np.zeros((B, H))
+    for t in range(T):
+        h_new = gru_step(p, h, np.asarray(xs_BTF[:, t], np.float64), reset_after)
+        m = np.ones(B, bool) if mask_BT is None else np.asarray(mask_BT[:, t])
+        h = np.where(m[:, None], h_new, h)
+        prev = np.where(m[:, None], h_new, prev)
+        ys.append(prev)
+    return np.stack(ys, 1), h
+
+
+def run_simple_rnn(p, xs_BTF, h=None):
+    p = np64(p)
+    B, T, _ = xs_BTF.shape
+    h = np.zeros((B, p["w_h"].shape[0])) if h is None else np.asarray(h, np.float64)
+    ys = []
+    for t in range(T):
+        h = simple_rnn_step(p, h, np.asarray(xs_BTF[:, t], np.float64))
+        ys.append(h)
+    return np.stack(ys, 1), h
+
+
+def random_params(cell_name, key_seed, F, H, scale=0.5):
+    """Random (non-initialiser) params so every weight and bias matters."""
+    rng = np.random.default_rng(key_seed)
+    blocks = {"lstm": 4, "gru": 3, "simple_rnn": 1}[cell_name]
+    p = {
+        "w_x": rng.normal(0, scale, (F, blocks * H)),
+        "w_h": rng.normal(0, scale, (H, blocks * H)),
+    }
+    if cell_name == "gru":
+        p["b_x"] = rng.normal(0, scale, (blocks * H,))
+        p["b_h"] = rng.normal(0, scale, (blocks * H,))
+    else:
+        p["b"] = rng.normal(0, scale, (blocks * H,))
+    return {k: v.astype(np.float32) for k, v in p.items()}
