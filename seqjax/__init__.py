@@ -7,6 +7,7 @@ continuing a sequence is passing the carry on, resetting is passing a fresh one.
 """
 
 from seqjax import data  # noqa: F401  (NumPy-level data shaping)
+from seqjax import interop  # noqa: F401  (weights in and out of Keras, PyTorch, Flax)
 from seqjax.bidirectional import BidirectionalCarry, BidirectionalParams, bidirectional
 from seqjax.cell import Cell, InputSpec
 from seqjax.cells.chain import chain
@@ -36,6 +37,7 @@ __all__ = [
     "embed",
     "forecast",
     "gru",
+    "interop",
     "lstm",
     "repeat",
     "rollout",
