@@ -1,6 +1,7 @@
 """Closed loop: `rollout` feeds each output back as the next input; `forecast` warms up first.
 
-Both are one `lax.scan` over `cell.step` through the whole stack, compiled once per static `steps`.
+The closed loop is one `lax.scan` over `cell.step` through the whole stack, compiled once per static
+`steps`; both work under `jax.vmap` (ensembles of params, batches of initial carries).
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from seqjax import checks
+from seqjax import feedback as fbk
 from seqjax.cell import Cell
 from seqjax.scan import scan
-
-
-def _identity(y):
-    return y
 
 
 def _check_steps(steps, where):
@@ -23,62 +21,75 @@ def _check_steps(steps, where):
         raise ValueError(f"{where}: steps must be an int >= 1 (static: one compile per value); got {steps!r}")
 
 
-def _check_feedback(cell, params, carry, x0, feedback, where):
-    """The fed-back output must be a valid next input: same shape and dtype kind as `x0`."""
-    y = jax.eval_shape(lambda: cell.step(params, carry, x0)[1])
-    x_next = jax.eval_shape(feedback, y)
-    if tuple(x_next.shape) != tuple(x0.shape):
-        what = "the model's output" if feedback is _identity else "feedback(output)"
-        raise ValueError(
-            f"{where}: {what} must fit the input, shape {tuple(x0.shape)}; got {tuple(x_next.shape)} — the "
-            f"model outputs {y.shape[-1]} features per step; pass feedback= to map outputs to inputs")
-    if jnp.issubdtype(x_next.dtype, jnp.integer) != jnp.issubdtype(x0.dtype, jnp.integer):
-        raise TypeError(f"{where}: feedback must return the input's kind of dtype ({x0.dtype}); got {x_next.dtype}")
+def _prepare(model, params, carry, x_like, steps, feedback, key, exogenous, unroll, where):
+    """Checks shared by `rollout` and `forecast`; returns the `Feedback`, key and exogenous array."""
+    _check_steps(steps, where)
+    checks.check_unroll(unroll, where)
+    checks.check_carry(model, carry, x_like.shape[0], where)
+    fb = fbk.as_feedback(feedback, where)
+    key = fbk.check_key(fb, key, where)
+    exogenous = fbk.check_exogenous(exogenous, x_like.shape[0], steps, where)
+    y = jax.eval_shape(lambda p, c, x: model.step(p, c, x)[1], params, carry, x_like)
+    e_t = None if exogenous is None else jax.ShapeDtypeStruct(
+        (exogenous.shape[0], exogenous.shape[2]), exogenous.dtype)
+    fbk.check_fit(fb, y, x_like, key, e_t, where)
+    return fb, key, exogenous
 
 
-def rollout(model: Cell, params, carry, x0, steps: int, feedback=None):
-    """Closed loop from `x0 [B, F]`: `y_1 = step(x0)`, then `x_{t+1} = feedback(y_t)` (identity by default).
+def _closed_loop(model, params, carry, x0, steps, fb, key, exogenous, unroll):
+    """The checked loop: step on `x_i`, then `x_(i+1) = feed(y_i, key_i, exogenous[:, i])`."""
+    e_TB = None if exogenous is None else jnp.swapaxes(exogenous, 0, 1)
 
-    Returns `(final_carry, ys [B, steps, out])`; the final carry has consumed `x0 .. x_steps`, so
-    `rollout(model, params, carry, feedback(ys[:, -1]), more)` continues the same trajectory.
+    def body(state, inputs):
+        carry, x_t = state
+        i, e_t = inputs
+        carry, y_t = model.step(params, carry, x_t)
+        return (carry, fbk.feed(fb, y_t, fbk.step_key(key, i), e_t, x_t)), y_t
+
+    (carry, _), ys_TB = lax.scan(body, (carry, x0), (jnp.arange(steps), e_TB), length=steps, unroll=unroll)
+    return carry, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys_TB)
+
+
+def rollout(model: Cell, params, carry, x0, steps: int, feedback=None, *, key=None, exogenous=None,
+            unroll: int = 1):
+    """Closed loop from `x0 [B, F]` (`[B]` token ids): `y_1 = step(x0)`, then `x_(t+1) = feedback(y_t)`.
+
+    - `feedback`: a callable `y_t -> x_(t+1)` or a `sj.feedback.Feedback` (identity by default, so the
+      model's output size must equal its input size).
+    - `key`: required by a sampling feedback (`sj.feedback.sample_token`), refused otherwise; output `i`
+      is fed back with `fold_in(key, i)`.
+    - `exogenous [B, steps, E]`: inputs known in advance. Row `i` holds the known inputs of the step
+      that follows output `ys[:, i]`: `x_(i+1) = concat([feedback(ys[:, i]), exogenous[:, i]], -1)`
+      — the step whose value `ys[:, i]` predicts. `x0` already holds the first step's known inputs, so
+      `ys[:, 0]` does not see `exogenous` and `ys[:, i]` (i >= 1) sees `exogenous[:, i - 1]`; the last
+      row only enters the input that continues the loop.
+
+    Returns `(final_carry, ys [B, steps, out])`. The final carry has consumed `x0 .. x_(steps-1)`;
+    `sj.feedback.next_inputs(feedback, ys, key=key, exogenous=exogenous)[:, -1]` is the `x0` that
+    continues the same trajectory.
     """
     where = "sj.rollout"
     checks.check_cell(model, where, "model")
-    _check_steps(steps, where)
-    spec = model.input_spec(params)
-    x0 = checks.check_inputs(x0, spec, where, "x0", ("batch",))
-    checks.check_carry(model, carry, x0.shape[0], where)
-    feedback = _identity if feedback is None else feedback
-    if not callable(feedback):
-        raise TypeError(f"{where}: feedback must be a callable y_t -> x_(t+1); got {type(feedback).__name__}")
-    _check_feedback(model, params, carry, x0, feedback, where)
-
-    def body(state, _):
-        carry, x_t = state
-        carry, y_t = model.step(params, carry, x_t)
-        return (carry, feedback(y_t).astype(x_t.dtype)), y_t
-
-    (carry, _), ys_TB = lax.scan(body, (carry, x0), None, length=steps)
-    return carry, jnp.swapaxes(ys_TB, 0, 1)
+    x0 = checks.check_inputs(x0, model.input_spec(params), where, "x0", ("batch",))
+    fb, key, exogenous = _prepare(model, params, carry, x0, steps, feedback, key, exogenous, unroll, where)
+    return _closed_loop(model, params, carry, x0, steps, fb, key, exogenous, unroll)
 
 
-def forecast(model: Cell, params, carry, context, steps: int, feedback=None):
-    """Warm up on `context [B, T, F]`, then predict `steps` outputs in closed loop.
+def forecast(model: Cell, params, carry, context, steps: int, feedback=None, *, key=None, exogenous=None,
+             unroll: int = 1):
+    """Warm up on `context [B, T, F]` (`[B, T]` token ids), then predict `steps` outputs in closed loop.
 
     `future[:, 0]` is the model's output at the last context step (the prediction of the first unknown
-    step); each later step feeds the previous prediction back. Returns `(final_carry, future [B, steps, out])`;
-    continuing with `rollout(model, params, carry, feedback(future[:, -1]), more)` equals a longer forecast.
+    step); each later step feeds the previous prediction back. `feedback`, `key`, `exogenous` and the
+    continuation are exactly those of `rollout` started from the last context step: `exogenous[:, i]`
+    joins `feedback(future[:, i])`, so its row 0 holds the known inputs of the first unknown step.
+    Returns `(final_carry, future [B, steps, out])`.
     """
     where = "sj.forecast"
     checks.check_cell(model, where, "model")
-    _check_steps(steps, where)
-    spec = model.input_spec(params)
-    context = checks.check_inputs(context, spec, where, "context", ("batch", "time"))
-    feedback = _identity if feedback is None else feedback
-    _check_feedback(model, params, carry, context[:, -1], feedback, where)
-    carry, ys = scan(model, params, carry, context)
-    first = ys[:, -1]
-    if steps == 1:
-        return carry, first[:, None]
-    carry, rest = rollout(model, params, carry, feedback(first).astype(context.dtype), steps - 1, feedback)
-    return carry, jnp.concatenate([first[:, None], rest], axis=1)
+    context = checks.check_inputs(context, model.input_spec(params), where, "context", ("batch", "time"))
+    last = context[:, -1]
+    fb, key, exogenous = _prepare(model, params, carry, last, steps, feedback, key, exogenous, unroll, where)
+    if context.shape[1] > 1:
+        carry, _ = scan(model, params, carry, context[:, :-1], unroll=unroll)
+    return _closed_loop(model, params, carry, last, steps, fb, key, exogenous, unroll)

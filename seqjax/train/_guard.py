@@ -1,0 +1,63 @@
+"""Refusing a silent recompile: a compiled step accepts only the shapes of its first call.
+
+`jax.jit` compiles a new program for every new shape, silently. A training step that meets a batch of
+another shape (the last, short batch; a different chunk length; another model's params) would recompile
+and keep going. `ShapeGuard` records the structure, shapes and dtypes of the first call's arguments and
+raises a `ValueError` naming the argument, the compiled shape and the new one on any later difference.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def _dtype(x):
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.result_type(x)
+    try:
+        return jax.dtypes.canonicalize_dtype(dtype)
+    except (TypeError, ValueError):  # PRNG key dtypes
+        return dtype
+
+
+def _describe(path) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator=".")
+
+
+def signature(tree):
+    """`(treedef, ((shape, dtype), ...))` of `tree`: cheap enough to compute on every call."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(x), _dtype(x)) for x in leaves)
+
+
+class ShapeGuard:
+    """Checks that every call's arguments match the first call's, argument by argument."""
+
+    def __init__(self, where: str, names: tuple[str, ...], hints: dict[str, str] | None = None):
+        self.where = where
+        self.names = names
+        self.hints = hints or {}
+        self.compiled = None
+
+    def check(self, *args) -> None:
+        sigs = tuple(signature(a) for a in args)
+        if self.compiled is None:
+            self.compiled = sigs
+            return
+        if sigs == self.compiled:
+            return
+        for name, arg, (want_def, want), (got_def, got) in zip(self.names, args, self.compiled, sigs):
+            if (want_def, want) == (got_def, got):
+                continue
+            hint = self.hints.get(name, "")
+            if want_def != got_def:
+                raise ValueError(f"{self.where}: {name} must have the structure the step was compiled for, "
+                                 f"{want_def}; got {got_def}{hint}")
+            paths = [_describe(p) for p, _ in jax.tree_util.tree_flatten_with_path(arg)[0]]
+            for path, (w_shape, w_dtype), (g_shape, g_dtype) in zip(paths, want, got):
+                if (w_shape, w_dtype) != (g_shape, g_dtype):
+                    label = f"{name}.{path}" if path else name
+                    raise ValueError(f"{self.where}: {label} must have shape {w_shape} and dtype {w_dtype} as "
+                                     f"compiled on the first call; got {g_shape} {g_dtype}{hint}")
