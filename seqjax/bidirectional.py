@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import checks
-from seqjax.cell import Cell, CellConfig
+from seqjax.cell import Cell, CellConfig, compiled_init
 from seqjax.loop import run_sequence
 
 MERGES = {
@@ -84,7 +84,7 @@ def bidirectional(forward_cell: Cell, backward_cell: Cell, merge: str = "concat"
                                      unroll=unroll, masked_output=masked_output)
         return BidirectionalCarry(carry_f, carry_b), merge_fn(ys_f, flip(ys_b))
 
-    return Cell(init=init, initial_carry=initial_carry, step=step, input_spec=input_spec,
+    return Cell(init=compiled_init(init), initial_carry=initial_carry, step=step, input_spec=input_spec,
                 sample_noise=sample_noise, sequence=sequence, name="bidirectional",
                 config=CellConfig(forward=forward_cell, backward=backward_cell, merge=merge))
 

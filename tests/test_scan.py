@@ -52,7 +52,7 @@ def test_scan_equals_python_loop_of_step(name):
     _close(sj.scan(cell, params, carry0, xs), _loop(cell, params, carry0, xs))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(cuts=st.lists(st.integers(1, 11), min_size=1, max_size=3, unique=True), name=st.sampled_from(["lstm", "stack"]))
 def test_chunks_with_carry_passed_on_equal_one_scan(cuts, name):
     cell, params = _model(name)

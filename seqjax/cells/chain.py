@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell, CellConfig, InputSpec
+from seqjax.cell import Cell, CellConfig, InputSpec, compiled_init
 from seqjax.loop import run_sequence
 
 
@@ -94,5 +94,5 @@ def chain(*cells: Cell) -> Cell:
             new_carry.append(c)
         return tuple(new_carry), xs_TB
 
-    return Cell(init=init, initial_carry=initial_carry, step=step, input_spec=input_spec,
+    return Cell(init=compiled_init(init), initial_carry=initial_carry, step=step, input_spec=input_spec,
                 sample_noise=sample_noise, sequence=sequence, name="chain", config=CellConfig(parts=tuple(cells)))

@@ -17,6 +17,7 @@ from seqjax.cell import (
     check_float_dtype,
     check_param_shape,
     check_size,
+    compiled_init,
     draw,
     no_noise,
     resolve_activation,
@@ -38,7 +39,7 @@ def _stateless_cell(name: str, init, apply: Callable, input_spec) -> Cell:
                  masked_output="previous"):
         return carry, fill_masked(apply(params, xs_TB), mask_TB, masked_output)
 
-    return Cell(init=init, initial_carry=initial_carry, step=step, input_spec=input_spec,
+    return Cell(init=compiled_init(init), initial_carry=initial_carry, step=step, input_spec=input_spec,
                 sample_noise=no_noise, sequence=sequence, name=name)
 
 
