@@ -36,7 +36,9 @@ def bidirectional(forward_cell: Cell, backward_cell: Cell, merge: str = "concat"
 
     Use it with `sj.scan` (alone or inside `sj.chain`); outputs are aligned with the inputs and merged by
     `merge` ("concat" `[B, T, Hf + Hb]`, "sum", "mul", "ave"). With a `mask`, the backward pass keeps its
-    initial carry over trailing padding, so each sample's backward pass starts at its last valid step.
+    initial carry over trailing padding, so each sample's backward pass starts at its last valid step, and
+    masked steps output zeros, as Keras's `Bidirectional` does (`sj.scan(..., masked_output="previous")`
+    repeats each direction's previous output instead).
     A bidirectional layer needs the whole sequence, so it has no `step` (and no `rollout`).
     """
     checks.check_cell(forward_cell, "sj.bidirectional", "forward_cell")
@@ -75,6 +77,7 @@ def bidirectional(forward_cell: Cell, backward_cell: Cell, merge: str = "concat"
     def sequence(params, carry, xs_TB, *, mask_TB=None, reset_TB=None, noise=None, unroll=1,
                  masked_output="previous"):
         noise = noise if noise is not None else BidirectionalParams(None, None)
+        masked_output = "zero" if masked_output is None else masked_output  # Keras's Bidirectional
         carry_f, ys_f = run_sequence(forward_cell, params.forward, carry.forward, xs_TB, mask_TB=mask_TB,
                                      reset_TB=reset_TB, noise=noise.forward, unroll=unroll,
                                      masked_output=masked_output)

@@ -43,7 +43,7 @@ class RNN(nn.Module):
 
     cell: Cell
     unroll: int = 1
-    masked_output: str = "previous"
+    masked_output: str | None = None
 
     @nn.compact
     def __call__(self, carry, xs, *, mask=None, reset=None, reverse: bool = False, deterministic: bool = True):
@@ -100,7 +100,7 @@ class NNXRNN(nnx.Module):
     """
 
     def __init__(self, cell: Cell, in_features, *, rngs: nnx.Rngs, unroll: int = 1,
-                 masked_output: str = "previous"):
+                 masked_output: str | None = None):
         checks.check_cell(cell, "seqjax.flax.NNXRNN", "cell")
         self.cell = cell
         self.unroll = unroll

@@ -28,8 +28,9 @@ def carry_dtype(carry, default=jnp.float32):
     return leaves[0].dtype if leaves else default
 
 
-def fill_masked(ys_TB, mask_TB, masked_output: str):
-    """Outputs at masked steps: the previous valid output (zeros before the first), or zeros.
+def fill_masked(ys_TB, mask_TB, masked_output):
+    """Outputs at masked steps: the previous valid output (zeros before the first; `masked_output` "previous"
+    or None), or zeros ("zero").
 
     `ys_TB` is a pytree of `[T, B, ...]` arrays, `mask_TB [T, B]` bool (None: nothing masked).
     """

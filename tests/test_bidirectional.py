@@ -70,3 +70,19 @@ def test_repeat_vector():
         sj.repeat(np.ones(3), 2)
     with pytest.raises(ValueError, match="sj.repeat: steps must be an int >= 1; got 0"):
         sj.repeat(x, 0)
+
+
+def test_bidirectional_masked_steps_output_zeros_by_default_as_keras():
+    layer = sj.bidirectional(sj.gru(4), sj.lstm(3))
+    params = layer.init(jax.random.key(3), F)
+    xs = _xs(3)
+    mask = np.ones((B, T), bool)
+    mask[0, 5:] = False
+    mask[1, :2] = False
+    mask[2, 3] = False
+    _, ys = sj.scan(layer, params, layer.initial_carry(B), xs, mask=mask)
+    assert not np.any(np.asarray(ys)[~mask])
+    _, prev = sj.scan(layer, params, layer.initial_carry(B), xs, mask=mask, masked_output="previous")
+    np.testing.assert_allclose(np.asarray(prev)[mask], np.asarray(ys)[mask], atol=1e-6)
+    np.testing.assert_allclose(prev[2, 3, :4], prev[2, 2, :4], atol=1e-6)  # forward half: previous in time
+    np.testing.assert_allclose(prev[2, 3, 4:], prev[2, 4, 4:], atol=1e-6)  # backward half: previous in its order

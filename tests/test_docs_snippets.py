@@ -1,5 +1,4 @@
-"""Every code block of the README's "Coming from Keras", "Coming from PyTorch" and "Using seqjax layers in
-Flax" sections runs.
+"""Every code block of the README's guide sections (training, Coming from Keras / PyTorch, Flax) runs.
 
 Blocks start with a label comment: `# Keras...` blocks need keras, `# PyTorch...` blocks need torch, the
 others (`# seqjax...`) need neither. Within a section the blocks run in order in one namespace. A
@@ -22,7 +21,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # before any `import keras`
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = ROOT / "README.md"
-GUIDES = ("Coming from Keras", "Coming from PyTorch", "Using seqjax layers in Flax")
+GUIDES = ("Training, stateful chunks and the closed loop", "Coming from Keras", "Coming from PyTorch",
+          "Using seqjax layers in Flax")
 
 
 def _blocks(path=DOC):

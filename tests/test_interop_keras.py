@@ -448,8 +448,8 @@ def test_parity_with_keras_layers(keras, kind, reset_after):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_masking_semantics_against_keras(keras, kind):
-    """Keras's LSTM/GRU (return_sequences=True) repeat the previous output at masked steps, as seqjax's
-    default; Keras's Bidirectional forces zero_output_for_mask=True, i.e. masked_output="zero"."""
+    """Keras's LSTM/GRU (return_sequences=True) repeat the previous output at masked steps and Keras's
+    Bidirectional forces zero_output_for_mask=True (zeros); seqjax's default does the same per layer."""
     xs = xs_BTF(9)
     mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1]], bool)
     layer = _keras_layer(keras, kind, True, return_sequences=True)
@@ -469,7 +469,9 @@ def test_masking_semantics_against_keras(keras, kind):
     bi = sj.bidirectional(make(kind), make(kind))
     bparams = interop.from_keras(bl.get_weights(), bi)
     want = np.asarray(bl(xs, mask=mask))
+    _, default = scan(bi, bparams, bi.initial_carry(B), xs, mask=mask)
+    np.testing.assert_allclose(default, want, atol=1e-5)  # seqjax's default follows Keras's Bidirectional
     _, zero = scan(bi, bparams, bi.initial_carry(B), xs, mask=mask, masked_output="zero")
-    np.testing.assert_allclose(zero, want, atol=1e-5)
-    _, prev = scan(bi, bparams, bi.initial_carry(B), xs, mask=mask)
-    assert np.max(np.abs(np.asarray(prev) - want)) > 1e-2  # seqjax's default differs there
+    np.testing.assert_array_equal(zero, default)
+    _, prev = scan(bi, bparams, bi.initial_carry(B), xs, mask=mask, masked_output="previous")
+    assert np.max(np.abs(np.asarray(prev) - want)) > 1e-2  # the explicit "previous" repeats instead

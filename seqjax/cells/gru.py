@@ -7,8 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell, CellConfig
+from seqjax.cell import Cell, CellConfig, compiled_init
 from seqjax.cells import _recurrent as rc
+from seqjax.fast.gru import gru_sequence
 
 
 class GRUCarry(NamedTuple):
@@ -81,12 +82,14 @@ def gru(
         return GRUCarry(h_new.astype(h.dtype)), h_new
 
     return Cell(
-        init=init,
+        init=compiled_init(init),
         initial_carry=initial_carry,
         step=step,
         input_spec=lambda params: rc.input_spec(opts, params, ("b_x", "b_h")),
         sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
             opts, key, params, batch_size, dtype),
+        sequence=gru_sequence(step, initial_carry, reset_after=reset_after, activation=opts.activation,
+                              recurrent_activation=opts.recurrent_activation, carry_type=GRUCarry),
         name="gru",
         config=CellConfig(hidden_size=hidden, reset_after=reset_after, activation=activation,
                           recurrent_activation=recurrent_activation, dropout=opts.dropout,

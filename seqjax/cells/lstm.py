@@ -7,8 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell, CellConfig
+from seqjax.cell import Cell, CellConfig, compiled_init
 from seqjax.cells import _recurrent as rc
+from seqjax.fast.lstm import lstm_sequence
 
 
 class LSTMCarry(NamedTuple):
@@ -72,12 +73,14 @@ def lstm(
         return LSTMCarry(h_new.astype(h.dtype), c_new.astype(c.dtype)), h_new
 
     return Cell(
-        init=init,
+        init=compiled_init(init),
         initial_carry=initial_carry,
         step=step,
         input_spec=lambda params: rc.input_spec(opts, params),
         sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
             opts, key, params, batch_size, dtype),
+        sequence=lstm_sequence(step, initial_carry, activation=opts.activation,
+                               recurrent_activation=opts.recurrent_activation, carry_type=LSTMCarry),
         name="lstm",
         config=CellConfig(hidden_size=hidden, activation=activation, recurrent_activation=recurrent_activation,
                           unit_forget_bias=unit_forget_bias, dropout=opts.dropout,

@@ -7,8 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell, CellConfig
+from seqjax.cell import Cell, CellConfig, compiled_init
 from seqjax.cells import _recurrent as rc
+from seqjax.fast.simple_rnn import simple_rnn_sequence
 
 
 class SimpleRNNCarry(NamedTuple):
@@ -57,12 +58,13 @@ def simple_rnn(
         return SimpleRNNCarry(h_new.astype(h.dtype)), h_new
 
     return Cell(
-        init=init,
+        init=compiled_init(init),
         initial_carry=initial_carry,
         step=step,
         input_spec=lambda params: rc.input_spec(opts, params),
         sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
             opts, key, params, batch_size, dtype),
+        sequence=simple_rnn_sequence(step, initial_carry, activation=opts.activation, carry_type=SimpleRNNCarry),
         name="simple_rnn",
         config=CellConfig(hidden_size=opts.hidden_size, activation=activation, dropout=opts.dropout,
                           recurrent_dropout=opts.recurrent_dropout),

@@ -1,0 +1,298 @@
+"""Each attempt at the LSTM's per-step cost, measured side by side (the "attempts" table of BENCHMARKS.md).
+
+    python -m benchmarks.attempts --config medium --what forward,train,rollout
+
+Every variant computes the same function as `sj.lstm`'s step (checked against the reference loop to
+float32 tolerance before timing); only how the loop is built differs. The kept ones are what
+`seqjax.fast.plan.plan_for` chooses; the others are here so their measured effect can be reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+import seqjax as sj
+import seqjax.fast._common as fast_common
+from benchmarks import problems, timing
+from seqjax.fast.plan import Plan, plan_for
+
+
+def _describe(plan: Plan) -> str:
+    """The plan's fields that differ from `Plan()`."""
+    return ", ".join(f"{k}={v}" for k, v in plan._asdict().items() if v != Plan._field_defaults[k]) or "defaults"
+
+
+@contextlib.contextmanager
+def _plan(plan: Plan):
+    old = fast_common.plan_for
+    fast_common.plan_for = lambda *a, **k: plan
+    try:
+        yield
+    finally:
+        fast_common.plan_for = old
+
+
+def _sig_tanh(x):
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+def _custom_loop(params, xs_TB, *, form: str, sig=jax.nn.sigmoid, unroll=1):
+    """Forward loops that are not the fast path's: returns ys_TB."""
+    w_x, w_h, b = params["w_x"], params["w_h"], params["b"]
+    hidden = w_h.shape[0]
+    batch = xs_TB.shape[1]
+    h0 = jnp.zeros((batch, hidden), w_h.dtype)
+
+    def cell(z, c):
+        i, f, g, o = (z[..., k * hidden:(k + 1) * hidden] for k in range(4))
+        c = sig(f) * c + sig(i) * jnp.tanh(g)
+        return sig(o) * jnp.tanh(c), c
+
+    if form == "hoist_one_buffer":  # the form DESIGN.md first measured: gates sliced out of [T, B, 4H]
+        zx = xs_TB @ w_x + b
+
+        def body(carry, z_t):
+            h, c = carry
+            h, c = cell(z_t + h @ w_h, c)
+            return (h, c), h
+
+        return lax.scan(body, (h0, h0), zx, unroll=unroll)[1]
+    if form == "hoist_per_gate":
+        zx = xs_TB @ w_x + b
+        gates = tuple(zx[..., k * hidden:(k + 1) * hidden] for k in range(4))
+        w_gates = tuple(w_h[:, k * hidden:(k + 1) * hidden] for k in range(4))
+
+        def body(carry, zs):
+            h, c = carry
+            i, f, g, o = (z + h @ w for z, w in zip(zs, w_gates))
+            c = sig(f) * c + sig(i) * jnp.tanh(g)
+            h = sig(o) * jnp.tanh(c)
+            return (h, c), h
+
+        return lax.scan(body, (h0, h0), gates, unroll=unroll)[1]
+    if form == "concat_xh":
+        w = jnp.concatenate([w_x, w_h], axis=0)
+
+        def body(carry, x):
+            h, c = carry
+            h, c = cell(jnp.concatenate([x, h], axis=-1) @ w + b, c)
+            return (h, c), h
+
+        return lax.scan(body, (h0, h0), xs_TB, unroll=unroll)[1]
+    if form == "transposed":  # state [H, B]; gates are row blocks
+        w_x_t, w_h_t, b_t = w_x.T, w_h.T, b[:, None]
+
+        def body(carry, x):
+            h, c = carry
+            z = w_x_t @ x.T + w_h_t @ h + b_t
+            i, f, g, o = (z[k * hidden:(k + 1) * hidden] for k in range(4))
+            c = sig(f) * c + sig(i) * jnp.tanh(g)
+            h = sig(o) * jnp.tanh(c)
+            return (h, c), h
+
+        return jnp.swapaxes(lax.scan(body, (h0.T, h0.T), xs_TB, unroll=unroll)[1], 1, 2)
+    if form == "plain":
+        def body(carry, x):
+            h, c = carry
+            h, c = cell(x @ w_x + h @ w_h + b, c)
+            return (h, c), h
+
+        return lax.scan(body, (h0, h0), xs_TB, unroll=unroll)[1]
+    raise ValueError(form)
+
+
+def forward_variants(problem):
+    """name -> zero-arg callable giving ys [B, T, H] (all jitted)."""
+    cell = sj.lstm(problem.config.hidden)
+    params = {k: jnp.asarray(v) for k, v in problem.layer.items()}
+    xs = jnp.asarray(problem.xs)
+    batch = problem.config.batch
+    out = {}
+
+    def via_scan(cell_, plan=None):
+        fn = jax.jit(lambda p, x: sj.scan(cell_, p, cell_.initial_carry(batch), x)[1])
+        if plan is None:
+            return lambda: fn(params, xs)
+        with _plan(plan):
+            fn.lower(params, xs)  # trace under the plan; the jit cache keeps that trace
+            compiled = fn.lower(params, xs).compile()
+        return lambda: compiled(params, xs)
+
+    kept = plan_for(batch, problem.config.time, problem.config.features, problem.config.hidden, "lstm")
+    out["reference loop (scan over step)"] = via_scan(cell._replace(sequence=None))
+    out[f"fast path, kept plan ({_describe(kept)})"] = via_scan(cell, kept)
+    out["  ... two matmuls per step instead of one of [x_t, h]"] = via_scan(cell, kept._replace(fuse_xh=False))
+    out["  ... outputs time-major, transposed after"] = via_scan(cell, kept._replace(batch_major=False))
+    for u in (2, 4, 8):
+        out[f"  ... unroll {u}"] = via_scan(cell, kept._replace(unroll=u))
+    out["  ... input projection hoisted (per-gate [T,B,H] arrays)"] = via_scan(cell, kept._replace(hoist=True))
+    labels = {"hoist_one_buffer": "input projection hoisted into one [T,B,4H] buffer",
+              "hoist_per_gate": "input projection hoisted, per-gate [T,B,H] arrays",
+              "concat_xh": "one matmul of [x_t, h]", "transposed": "state [H, B] (gates are row blocks)"}
+    for form, label in labels.items():
+        fn = jax.jit(lambda p, x, form=form: jnp.swapaxes(_custom_loop(p, jnp.swapaxes(x, 0, 1), form=form), 0, 1))
+        out[f"hand-written loop: {label}"] = lambda fn=fn: fn(params, xs)
+    fn = jax.jit(lambda p, x: jnp.swapaxes(_custom_loop(p, jnp.swapaxes(x, 0, 1), form="plain", sig=_sig_tanh), 0, 1))
+    out["hand-written loop: sigmoid as 0.5 tanh(x/2) + 0.5"] = lambda: fn(params, xs)
+    return out
+
+
+def train_variants(problem):
+    """name -> zero-arg callable doing one jitted Adam step of chain(lstm, dense) with MSE."""
+    from benchmarks.seqjax_tasks import train_step_fn
+
+    cfg = problem.config
+    params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
+              {k: jnp.asarray(v) for k, v in problem.head.items()})
+    xs, targets = jnp.asarray(problem.xs), jnp.asarray(problem.targets)
+    optimizer = optax.adam(1e-3)
+    opt_state = optimizer.init(params)
+    out = {}
+
+    def variant(cell, plan=None, remat=None):
+        step = train_step_fn(sj.chain(cell, sj.dense(cfg.features)), optimizer, remat=remat)
+        with _plan(plan) if plan is not None else contextlib.nullcontext():
+            compiled = step.lower(params, opt_state, xs, targets).compile()
+        return lambda: compiled(params, opt_state, xs, targets)
+
+    cell = sj.lstm(cfg.hidden)
+    kept = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, "lstm")
+    out["reference loop, JAX's scan VJP"] = variant(cell._replace(sequence=None))
+    out[f"fast path, kept plan ({_describe(kept)})"] = variant(cell, kept)
+    out["  ... JAX's scan VJP of the fast forward (no custom VJP)"] = variant(cell, kept._replace(custom_vjp=False))
+    out["  ... all residuals kept, backward in one stretch"] = variant(cell, kept._replace(chunk=0, recompute=False))
+    for k in (5, 10, 20):
+        out[f"  ... residuals kept, backward in chunks of {k}"] = variant(cell, kept._replace(chunk=k, recompute=False))
+    for k in (5, 10, 20):
+        out[f"  ... forward recomputed in chunks of {k}"] = variant(cell, kept._replace(chunk=k, recompute=True))
+    out["  ... two matmuls per step instead of one of [x_t, h]"] = variant(cell, kept._replace(fuse_xh=False))
+    for u in (2, 4):
+        out[f"  ... unroll {u}"] = variant(cell, kept._replace(unroll=u))
+    out["  ... input projection hoisted"] = variant(cell, kept._replace(hoist=True))
+    remat = max(1, int(cfg.time ** 0.5))
+    out[f"  ... and sj.scan(remat={remat}) around it"] = variant(cell, remat=remat)
+    return out
+
+
+def rollout_variants(problem):
+    """name -> zero-arg callable: warm-up on the context, then closed-loop steps, jitted."""
+    cfg = problem.config
+    params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
+              {k: jnp.asarray(v) for k, v in problem.head.items()})
+    context = jnp.asarray(problem.context)
+    steps = problem.closed_loop
+    model = sj.chain(sj.lstm(cfg.hidden), sj.dense(cfg.features))
+    out = {}
+
+    def readme(model):
+        @jax.jit
+        def predict(params, context):
+            carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)
+            return sj.rollout(model, params, carry, ys[:, -1], steps)[1]
+
+        return lambda: predict(params, context)
+
+    out["sj.scan + sj.rollout (kept)"] = readme(model)
+    for u in (2, 4, 8):
+        @jax.jit
+        def unrolled(params, context, u=u):
+            carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)
+
+            def body(state, _):
+                carry, x = state
+                carry, y = model.step(params, carry, x)
+                return (carry, y), y
+
+            return jnp.swapaxes(lax.scan(body, (carry, ys[:, -1]), None, length=steps, unroll=u)[1], 0, 1)
+
+        out[f"closed loop unroll {u}"] = lambda f=unrolled: f(params, context)
+
+    @jax.jit
+    def folded(params, context):
+        """Closed loop with the head folded into the input projection: one matmul per step."""
+        (p_l, p_d) = params
+        carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)
+        (h, c), _ = carry
+        w = p_l["w_h"] + p_d["w"] @ p_l["w_x"]
+        b = p_l["b"] + p_d["b"] @ p_l["w_x"]
+        hidden = cfg.hidden
+        y0 = ys[:, -1]
+        z0 = y0 @ p_l["w_x"] + h @ p_l["w_h"] + p_l["b"]
+
+        def body(carry, _):
+            z, c = carry
+            i, f, g, o = (z[..., k * hidden:(k + 1) * hidden] for k in range(4))
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h @ w + b, c), h
+
+        _, hs = lax.scan(body, (z0, c), None, length=steps)
+        return jnp.swapaxes(hs @ p_d["w"] + p_d["b"], 0, 1)
+
+    out["closed loop, head folded into the input matmul"] = lambda: folded(params, context)
+    return out
+
+
+VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="medium", help=f"one of {list(problems.CONFIGS)} or tiny")
+    parser.add_argument("--what", default="forward,train,rollout")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args(argv)
+    config = {**problems.CONFIGS, **problems.QUICK_CONFIGS}[args.config]
+    problem = problems.make_problem(config, "lstm")
+    results = {}
+    for what in args.what.split(","):
+        fns = VARIANTS[what](problem)
+        first = next(iter(fns))
+        ref = np.asarray(fns[first]()[0] if what == "train" else fns[first]())
+        for name, fn in fns.items():
+            got = np.asarray(fn()[0] if what == "train" else fn())
+            if what != "train":
+                np.testing.assert_allclose(got, ref, atol=5e-4, rtol=1e-3, err_msg=name)
+        t = _measure(fns, args.rounds)
+        base = t[first]
+        print(f"\n{what} ({config.name}: B={config.batch} T={config.time} F={config.features} H={config.hidden})"
+              "   wall ms (median) | process CPU ms (median) | speedup over the first (wall)")
+        for name, (wall, cpu) in t.items():
+            print(f"  {name:72s} {wall:9.3f} | {cpu:9.3f} | {base[0] / wall:4.2f}x")
+        results[what] = t
+    return results
+
+
+def _measure(fns, rounds, min_block_s=0.03):
+    """Interleaved medians of wall time and of process CPU time per call (CPU time above wall time means
+    XLA ran parts on both cores; on a loaded machine CPU time is the steadier measure)."""
+    import time
+
+    calls = {}
+    for name, fn in fns.items():
+        timing.wait(fn())
+        start = time.perf_counter()
+        timing.wait(fn())
+        calls[name] = max(1, int(min_block_s / max(time.perf_counter() - start, 1e-6)))
+    wall = {n: [] for n in fns}
+    cpu = {n: [] for n in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            w, c = time.perf_counter(), time.process_time()
+            for _ in range(calls[name]):
+                out = fn()
+            timing.wait(out)
+            cpu[name].append((time.process_time() - c) / calls[name] * 1e3)
+            wall[name].append((time.perf_counter() - w) / calls[name] * 1e3)
+    return {n: (float(np.median(wall[n])), float(np.median(cpu[n]))) for n in fns}
+
+
+if __name__ == "__main__":
+    main()

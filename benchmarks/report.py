@@ -1,0 +1,161 @@
+"""The printed table and the JSON record of a benchmark run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from typing import NamedTuple
+
+# Goal: seqjax time must be <= fastest peer time / factor (factor 1.25 = "1.25x faster").
+GOALS = {("lstm", "train"): 1.25, ("lstm", "forward"): 1.0, ("lstm", "rollout"): 1.5, ("gru", "train"): 1.25}
+GOAL_PEERS = {("gru", "train"): ("flax",)}  # the GRU goal is against Flax's GRU scan only
+
+
+class Row(NamedTuple):
+    """One (config, cell, task): per-contender timings, how each ran, and the equality check."""
+
+    config: str
+    cell: str
+    task: str
+    timings: dict  # name -> Timing._asdict()
+    how: dict  # name -> description
+    max_abs_diff: dict  # peer -> {output: diff}
+    gflops: float | None  # seqjax forward GFLOP/s (forward rows only)
+
+    def speedup(self, peers=None) -> tuple[str, float] | None:
+        """(fastest peer, fastest peer time / seqjax time), over `peers` (default: all measured)."""
+        names = [n for n in self.timings if n != "seqjax" and (peers is None or n in peers)]
+        if not names or "seqjax" not in self.timings:
+            return None
+        best = min(names, key=lambda n: self.timings[n]["median_ms"])
+        return best, self.timings[best]["median_ms"] / self.timings["seqjax"]["median_ms"]
+
+    def goal(self) -> tuple[float, bool] | None:
+        factor = GOALS.get((self.cell, self.task))
+        if factor is None:
+            return None
+        best = self.speedup(GOAL_PEERS.get((self.cell, self.task)))
+        return None if best is None else (factor, best[1] >= factor)
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu"] = names[0] if names else platform.processor()
+    except OSError:
+        info["cpu"] = platform.processor()
+    try:
+        info["load_average"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+def versions(peers: list[str]) -> dict:
+    import flax
+    import jax
+    import jaxlib
+    import optax
+
+    import seqjax
+
+    out = {"seqjax": seqjax.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+           "flax": flax.__version__, "optax": optax.__version__, "jax_backend": jax.default_backend(),
+           "jax_devices": [str(d) for d in jax.devices()]}
+    if "torch" in peers:
+        import torch
+
+        out["torch"] = torch.__version__
+        out["torch_threads"] = torch.get_num_threads()
+    if "keras" in peers:
+        import keras
+
+        out["keras"] = keras.__version__
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                           text=True, check=False).stdout.strip()
+    except OSError:
+        pass
+    return out
+
+
+def _ms(row: Row, name: str) -> str:
+    t = row.timings.get(name)
+    return "-" if t is None else f"{t['median_ms']:.3g}"
+
+
+def table(rows: list[Row], names: list[str]) -> str:
+    """Markdown table: medians in ms per contender, the best peer's time / seqjax's, and the goal."""
+    head = ["config", "cell", "task"] + [f"{n} ms" for n in names] + ["speedup vs best peer", "goal"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        best = r.speedup()
+        sp = "-" if best is None else f"{best[1]:.2f}x ({best[0]})"
+        g = r.goal()
+        if g is not None and GOAL_PEERS.get((r.cell, r.task)):
+            vs = r.speedup(GOAL_PEERS[(r.cell, r.task)])
+            sp += f"; {vs[1]:.2f}x vs {vs[0]}"
+        goal = "-" if g is None else f">= {g[0]:g}x: {'met' if g[1] else 'NOT met'}"
+        if r.gflops is not None:
+            goal += f" ({r.gflops:.3g} GFLOP/s)"
+        lines.append("| " + " | ".join([r.config, r.cell, r.task] + [_ms(r, n) for n in names] + [sp, goal]) + " |")
+    return "\n".join(lines)
+
+
+def compile_table(rows: list[Row], names: list[str]) -> str:
+    head = ["config", "cell", "task"] + [f"{n} first call ms" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"{r.timings[n]['first_call_ms']:.0f}" if n in r.timings else "-" for n in names]
+        lines.append("| " + " | ".join([r.config, r.cell, r.task] + cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: str, payload: dict):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, default=float)
+
+
+def memory_table(mem: list[dict]) -> str:
+    """Markdown table of the long-sequence train-step memory variants (see `benchmarks.memory`)."""
+    head = ["path", "remat", "XLA temporaries MB", "XLA planned peak MB", "process peak RSS MB", "step s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in mem:
+        if "error" in m:
+            lines.append(f"| {m.get('path', '?')} | {m.get('remat')} | error: {m['error']} | | | |")
+            continue
+        cells = [m.get("path", "fast path"), str(m.get("remat")), f"{m.get('xla_temp_mb', float('nan')):.0f}",
+                 f"{m.get('xla_planned_peak_mb', float('nan')):.0f}",
+                 "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}",
+                 "-" if m.get("step_s") is None else f"{m['step_s']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def goals_summary(rows: list[Row], matmul_peak_gflops: float) -> str:
+    """Markdown list: for each goal, the configs where it is met and where not, with the ratios."""
+    lines = []
+    for (cell, task), factor in GOALS.items():
+        peers = GOAL_PEERS.get((cell, task))
+        met, missed = [], []
+        for r in rows:
+            if (r.cell, r.task) != (cell, task) or r.goal() is None:
+                continue
+            best, ratio = r.speedup(peers)
+            text = f"{r.config} {ratio:.2f}x vs {best}"
+            ok = r.goal()[1]
+            if task == "forward" and r.config == "large" and r.gflops is not None:
+                share = r.gflops / matmul_peak_gflops
+                text += f", {r.gflops:.0f} GFLOP/s = {share:.0%} of the matmul peak (goal 80%)"
+                ok = ok and share >= 0.8
+            (met if ok else missed).append(text)
+        against = "Flax" if peers else "the fastest peer"
+        lines.append(f"- {cell.upper()} {task}, at least {factor:g}x {against}: met on "
+                     f"{'; '.join(met) or 'none'} — not met on {'; '.join(missed) or 'none'}.")
+    return "\n".join(lines)
+

@@ -1,0 +1,95 @@
+"""seqjax's side of each task, written the way the README teaches: `chain`, `scan`, `rollout`, optax."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import seqjax as sj
+from benchmarks.problems import LEARNING_RATE, Problem
+from benchmarks.timing import Contender
+
+
+def layer_cell(problem: Problem):
+    h = problem.config.hidden
+    return sj.lstm(h) if problem.cell == "lstm" else sj.gru(h)
+
+
+def model_cell(problem: Problem):
+    """The recurrent layer followed by a per-step dense head back to the input size."""
+    return sj.chain(layer_cell(problem), sj.dense(problem.config.features))
+
+
+def _params(problem: Problem):
+    layer = {k: jnp.asarray(v) for k, v in problem.layer.items()}
+    head = {k: jnp.asarray(v) for k, v in problem.head.items()}
+    return layer, head
+
+
+def mse_loss(model, params, xs, targets, remat=None):
+    _, pred = sj.scan(model, params, model.initial_carry(xs.shape[0]), xs, remat=remat)
+    return jnp.mean((pred - targets) ** 2)
+
+
+def train_step_fn(model, optimizer, remat=None):
+    """`step(params, opt_state, xs, targets) -> (params, opt_state, loss)`, jitted."""
+
+    @jax.jit
+    def train_step(params, opt_state, xs, targets):
+        loss, grads = jax.value_and_grad(lambda p: mse_loss(model, p, xs, targets, remat))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return train_step
+
+
+def forward(problem: Problem) -> Contender:
+    cell = layer_cell(problem)
+    layer, _ = _params(problem)
+    xs = jnp.asarray(problem.xs)
+    batch = problem.config.batch
+    fn = jax.jit(lambda params, xs: sj.scan(cell, params, cell.initial_carry(batch), xs)[1])
+    return Contender("seqjax", lambda: fn(layer, xs), lambda: {"ys": np.asarray(fn(layer, xs))},
+                     "jit(sj.scan(cell))")
+
+
+def train(problem: Problem) -> Contender:
+    model = model_cell(problem)
+    params = _params(problem)
+    xs, targets = jnp.asarray(problem.xs), jnp.asarray(problem.targets)
+    optimizer = optax.adam(LEARNING_RATE)
+    opt_state = optimizer.init(params)
+    step = train_step_fn(model, optimizer)
+    grad_fn = jax.jit(jax.value_and_grad(lambda p: mse_loss(model, p, xs, targets)))
+
+    def result():
+        loss, (g_layer, g_head) = grad_fn(params)
+        out = {"loss": np.asarray(loss)}
+        out.update({f"layer.{k}": np.asarray(v) for k, v in g_layer.items()})
+        out.update({f"head.{k}": np.asarray(v) for k, v in g_head.items()})
+        return out
+
+    return Contender("seqjax", lambda: step(params, opt_state, xs, targets), result,
+                     "jit(value_and_grad(mse(sj.scan(chain(cell, dense)))) + optax.adam)")
+
+
+def rollout(problem: Problem) -> Contender:
+    model = model_cell(problem)
+    params = _params(problem)
+    context = jnp.asarray(problem.context)
+    steps = problem.closed_loop
+
+    @jax.jit
+    def predict(params, context):
+        carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)
+        _, future = sj.rollout(model, params, carry, ys[:, -1], steps)
+        return future
+
+    return Contender("seqjax", lambda: predict(params, context),
+                     lambda: {"future": np.asarray(predict(params, context))},
+                     "jit(sj.scan warm-up + sj.rollout)")
+
+
+BUILDERS = {"forward": forward, "train": train, "rollout": rollout}

@@ -1,0 +1,1 @@
+"""Fast paths behind the cells' `sequence` hook, and rematerialisation over chunks of time."""

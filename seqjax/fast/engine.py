@@ -1,0 +1,288 @@
+"""The loop engine of the recurrent fast paths: forward loop, hand-written backward pass, chunking.
+
+A cell gives its maths as a `Gated` (one step forward, one step backward); the engine runs it over time:
+
+- forward: one `lax.scan`; the input projection `x_t w_x + b_x` is formed in the loop (for every step at
+  once when the plan hoists it), plus `h w_h` for cells whose gates add the two.
+- backward (custom VJP): a reverse loop that only propagates the carry's gradient and keeps the
+  pre-activation gradients `dz`; the weight gradients are matmuls over many rows at once
+  (`w_h`: `h_prev^T dz`, `w_x`: `x^T dz`), not one small matmul per step.
+- chunks: the backward pass walks chunks of `plan.chunk` steps from the last, each adding its weight
+  gradients (so `dz` is kept for one chunk only). With `plan.recompute` the forward pass keeps only the
+  carry at each chunk's start and the backward pass recomputes one chunk's forward at a time: memory then
+  grows with `T / chunk` carries instead of `T` steps of gate activations. On XLA:CPU fresh memory is
+  expensive (each call allocates its temporaries anew; past 32 MB that means page faults every call),
+  so the plan keeps the residuals only while they are small.
+
+What a step keeps is packed into one `[T, n, B, H]` array (one write per step) and read back with one
+dynamic slice per `[B, H]` entry: XLA:CPU compiles a loop fusion that slices blocks out of a dynamically
+indexed array to slow scalar code (measured 2.5x slower), one dynamic slice per block it does not.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from seqjax.fast.plan import Plan
+
+
+class Weights(NamedTuple):
+    """`w_x [F, nH]`, `w_h [H, nH]`, input bias `b_x [nH]`, recurrent bias `b_h [nH]` (None if the cell has one bias)."""
+
+    w_x: jax.Array
+    w_h: jax.Array
+    b_x: jax.Array
+    b_h: Optional[jax.Array]
+
+
+class Gated(NamedTuple):
+    """One cell's maths. The carry is a tuple of `[B, H]` arrays whose first entry `h` is also the output.
+
+    - `name`: "lstm", "gru" or "simple_rnn" (for `plan_for`).
+    - `additive`: the gates take `x w_x + h w_h + b_x` (LSTM, SimpleRNN), so the engine forms that sum
+      (with one matmul over `[x, h]` when the plan fuses them); otherwise (GRU) the cell's step does its
+      own `h w_h`.
+    - `kept`: how many `[B, H]` arrays per step the backward pass keeps (new carry and residuals).
+    - `step(w, carry, zp_t, keep) -> (new_carry, residual)`: `zp_t` is the tuple of gate blocks (`[B, H]`
+      each) of `x_t w_x + b_x`, plus `h w_h` when `additive`; `residual` is the tuple of `[B, H]` arrays
+      `backward` needs besides the previous and new carries (None unless `keep`).
+    - `backward(w, carry_prev, carry_new, residual, d_carry) -> (dh_direct, d_rest, dzx, dzh)`: from the
+      gradient of the new carry (output gradient included), the gradient reaching the previous carry other
+      than through `h w_h` (`dh_direct`, or None; `d_rest` for the carry's other entries), and the
+      gradients of the input projection `dzx` and of the recurrent projection `dzh` (the same object when
+      they coincide), each one `[B, nH]` array or the tuple of its `[B, H]` gate blocks (then the engine
+      multiplies block by block: a fusion that concatenates blocks computed from dynamically indexed
+      arrays is slow scalar code on XLA:CPU).
+    """
+
+    name: str
+    additive: bool
+    kept: int
+    step: Callable
+    backward: Callable
+
+
+def _gate_blocks(xp, blocks: int):
+    """The gate blocks of a projection as separate `[B, H]` arrays."""
+    hidden = xp.shape[-1] // blocks
+    return tuple(xp[..., k * hidden:(k + 1) * hidden] for k in range(blocks))
+
+
+def _projector(maths: Gated, w: Weights, plan: Plan):
+    """`(prepare, project)`: `prepare(xs_TB)` is what the loop scans over, `project(input_t, h)` the step's
+    gate blocks. Hoisted, the input projection of every step is one matmul before the loop, split into
+    per-gate `[T, B, H]` arrays; otherwise the loop projects `x_t` itself."""
+    blocks = w.w_h.shape[1] // w.w_h.shape[0]
+
+    if plan.hoist:
+        def project(xp_t, h):
+            if not maths.additive:
+                return xp_t
+            return tuple(a + b for a, b in zip(xp_t, _gate_blocks(h @ w.w_h, blocks)))
+
+        return lambda xs_TB: _gate_blocks(xs_TB @ w.w_x + w.b_x, blocks), project
+    if maths.additive and plan.fuse_xh:
+        w_xh = jnp.concatenate([w.w_x, w.w_h], axis=0)  # formed once, outside the loop
+
+        def project(x_t, h):
+            return _gate_blocks(jnp.concatenate([x_t, h], axis=-1) @ w_xh + w.b_x, blocks)
+    elif maths.additive:
+        def project(x_t, h):
+            return _gate_blocks(x_t @ w.w_x + h @ w.w_h + w.b_x, blocks)  # the reference step's order
+    else:
+        def project(x_t, h):
+            return _gate_blocks(x_t @ w.w_x + w.b_x, blocks)
+    return lambda xs_TB: xs_TB, project
+
+
+def _forward(maths: Gated, w: Weights, carry, xs_TB, plan: Plan, keep: bool):
+    """`(carry, ys_TB, packed)`: `packed [T, n, B, H]` holds each step's new carry but `h` (which is
+    `ys`) and its residuals; None unless `keep` (or when there is nothing to keep)."""
+    prepare, project = _projector(maths, w, plan)
+
+    def body(carry, x_t):
+        new_carry, res = maths.step(w, carry, project(x_t, carry[0]), keep)
+        entries = tuple(new_carry[1:]) + (tuple(res) if keep else ())
+        return new_carry, (new_carry[0], jnp.stack(entries) if keep and entries else None)
+
+    carry, (ys, packed) = lax.scan(body, carry, prepare(xs_TB), unroll=plan.unroll)
+    return carry, ys, packed
+
+
+def _forward_batch_major(maths: Gated, w: Weights, carry, xs_TB, plan: Plan):
+    """`(carry, ys_TB)` with the outputs written into a `[B, T, H]` buffer in the loop: `ys_TB` is its
+    transpose, which `scan`'s transpose back to `[B, T, H]` cancels (no copy of the whole output)."""
+    prepare, project = _projector(maths, w, plan)
+    time, batch = xs_TB.shape[:2]
+    ys = jnp.zeros((batch, time, w.w_h.shape[0]), carry[0].dtype)
+
+    def body(state, x_t):
+        carry, ys, t = state
+        carry, _ = maths.step(w, carry, project(x_t, carry[0]), False)
+        return (carry, lax.dynamic_update_slice_in_dim(ys, carry[0][:, None], t, axis=1), t + 1), None
+
+    (carry, ys, _), _ = lax.scan(body, (carry, ys, jnp.int32(0)), prepare(xs_TB), unroll=plan.unroll)
+    return carry, jnp.swapaxes(ys, 0, 1)
+
+
+def _backward(maths: Gated, w: Weights, start, d_carry, dys_TB, ys_TB, packed, plan: Plan):
+    """Reverse loop over one stretch that began from carry `start`: `(d_carry_at_start, dzx_TB, dzh_TB)`."""
+    w_h_t = w.w_h.T
+    n_rest = len(start) - 1
+    time = ys_TB.shape[0]
+
+    def entry(a, t, k=None):
+        """`a[t]` (`a[t, k]` in `packed`), one dynamic slice."""
+        if k is None:
+            return lax.dynamic_index_in_dim(a, t, keepdims=False)
+        index = (t,) + tuple(jnp.asarray(i, t.dtype) for i in (k, 0, 0))  # one index dtype (also under x64)
+        return lax.dynamic_slice(a, index, (1, 1) + a.shape[2:])[0, 0]
+
+    def carry_at(t):
+        return (entry(ys_TB, t),) + tuple(entry(packed, t, k) for k in range(n_rest))
+
+    blocks = w.w_h.shape[1] // w.w_h.shape[0]
+    w_h_t_blocks = _gate_blocks(w.w_h, blocks)
+
+    def recurrent_grad(dzh):
+        """`dzh @ w_h^T`: one matmul, or one per gate block when the cell gives the blocks apart."""
+        if isinstance(dzh, tuple):
+            return sum(d @ wk.T for d, wk in zip(dzh, w_h_t_blocks))
+        return dzh @ w_h_t
+
+    def body(state, _):
+        d_carry, t = state
+        first = t == 0  # the step began from `start`
+        prev = tuple(jnp.where(first, s, c) for s, c in zip(start, carry_at(jnp.maximum(t - 1, 0))))
+        res = tuple(entry(packed, t, k) for k in range(n_rest, maths.kept - 1))
+        d_carry = (d_carry[0] + entry(dys_TB, t),) + tuple(d_carry[1:])
+        dh_direct, d_rest, dzx, dzh = maths.backward(w, prev, carry_at(t), res, d_carry)
+        dh = recurrent_grad(dzh) if dh_direct is None else dh_direct + recurrent_grad(dzh)
+        return ((dh,) + tuple(d_rest), t - 1), (dzx, None if dzh is dzx else dzh)
+
+    (d_carry, _), (dzx, dzh) = lax.scan(body, (d_carry, jnp.int32(time - 1)), None, length=time,
+                                        reverse=True, unroll=plan.unroll)
+    dzx = jnp.concatenate(dzx, axis=-1) if isinstance(dzx, tuple) else dzx
+    dzh = dzx if dzh is None else jnp.concatenate(dzh, axis=-1) if isinstance(dzh, tuple) else dzh
+    return d_carry, dzx, dzh
+
+
+def _grads(w: Weights, xs_TB, h_prev_TB, dzx_TB, dzh_TB):
+    """Weight gradients of one stretch as matmuls over all its `steps * B` rows, and `dxs`."""
+    rows = xs_TB.shape[0] * xs_TB.shape[1]
+    dzx = dzx_TB.reshape(rows, -1)
+    dzh = dzh_TB.reshape(rows, -1)
+    g = Weights(xs_TB.reshape(rows, -1).T @ dzx, h_prev_TB.reshape(rows, -1).T @ dzh, jnp.sum(dzx, axis=0),
+                None if w.b_h is None else jnp.sum(dzh, axis=0))
+    return g, dzx_TB @ w.w_x.T
+
+
+def chunk_length(time: int, target: int) -> int:
+    """A chunk length near `target` that divides `time` when one is close (no ragged last chunk)."""
+    if target <= 0 or target >= time:
+        return time
+    for k in range(target, max(1, target // 2) - 1, -1):
+        if time % k == 0:
+            return k
+    return target
+
+
+def _split(a, n: int, k: int):
+    """The first `n * k` steps of `a [T, ...]` as `[n, k, ...]`."""
+    return a[:n * k].reshape((n, k) + a.shape[1:])
+
+
+def _carry_from(ys, packed, n_rest, t):
+    """The carry after step `t` (static) out of the outputs and the packed array."""
+    return (ys[t],) + tuple(packed[t, k] for k in range(n_rest))
+
+
+def sequence(maths: Gated, plan: Plan):
+    """`(w, carry, xs_TB) -> (carry, ys_TB)`: the loop, with this module's backward pass if `plan` says.
+
+    Saved for the backward pass: every step's packed carry and residuals (`plan.recompute` False), or the
+    carry at the start of each chunk only (`plan.recompute` True; each chunk's forward runs again).
+    The backward pass walks the chunks from the last; each adds its weight gradients.
+    """
+
+    def primal(w, carry, xs_TB):
+        if plan.batch_major:
+            return _forward_batch_major(maths, w, carry, xs_TB, plan)
+        carry, ys, _ = _forward(maths, w, carry, xs_TB, plan, keep=False)
+        return carry, ys
+
+    if not plan.custom_vjp:
+        return primal
+
+    def fwd(w, carry, xs_TB):
+        time = xs_TB.shape[0]
+        k = chunk_length(time, plan.chunk)
+        n = time // k
+        if not plan.recompute:
+            new_carry, ys, packed = _forward(maths, w, carry, xs_TB, plan, keep=True)
+            return (new_carry, ys), (w, xs_TB, carry, ys, packed, None)
+
+        def chunk(carry, xs_c):
+            new_carry, ys_c, _ = _forward(maths, w, carry, xs_c, plan, keep=False)
+            return new_carry, (ys_c, carry)
+
+        new_carry, (ys, starts) = lax.scan(chunk, carry, _split(xs_TB, n, k))
+        ys = ys.reshape((n * k,) + ys.shape[2:])
+        last_start = None
+        if n * k < time:  # a ragged last chunk starts where the others end
+            last_start = new_carry
+            new_carry, ys_rest, _ = _forward(maths, w, new_carry, xs_TB[n * k:], plan, keep=False)
+            ys = jnp.concatenate([ys, ys_rest], axis=0)
+        return (new_carry, ys), (w, xs_TB, carry, ys, None, (starts, last_start))
+
+    def chunk_grads(w, start, xs_c, dys_c, d_carry, ys_c=None, packed_c=None):
+        """One stretch's backward from the gradient at its end: `(d_carry_at_start, grads, dxs)`."""
+        if ys_c is None:  # recompute the stretch's forward, keeping its residuals
+            _, ys_c, packed_c = _forward(maths, w, start, xs_c, plan, keep=True)
+        d_carry, dzx, dzh = _backward(maths, w, start, d_carry, dys_c, ys_c, packed_c, plan)
+        h_prev = jnp.concatenate([start[0][None], ys_c[:-1]], axis=0)
+        g, dxs = _grads(w, xs_c, h_prev, dzx, dzh)
+        return d_carry, g, dxs
+
+    def bwd(saved, cotangents):
+        w, xs_TB, carry0, ys, packed, starts = saved
+        d_carry, dys = cotangents
+        time = xs_TB.shape[0]
+        k = chunk_length(time, plan.chunk)
+        n = time // k
+        n_rest = len(carry0) - 1
+        if starts is None:  # residuals kept
+            if k == time:
+                d_carry, g, dxs = chunk_grads(w, carry0, xs_TB, dys, d_carry, ys, packed)
+                return g, d_carry, dxs
+            ends = tuple([ys[k - 1:n * k - 1:k]] + [packed[k - 1:n * k - 1:k, j] for j in range(n_rest)])
+            head = tuple(jnp.concatenate([c[None], e], axis=0) for c, e in zip(carry0, ends))
+            starts = (head, _carry_from(ys, packed, n_rest, n * k - 1) if n * k < time else None)
+        head_starts, last_start = starts
+        g = jax.tree.map(jnp.zeros_like, w)
+        dxs_rest = None
+        if n * k < time:
+            rest = (ys[n * k:], packed[n * k:]) if packed is not None else (None, None)
+            d_carry, g, dxs_rest = chunk_grads(w, last_start, xs_TB[n * k:], dys[n * k:], d_carry, *rest)
+
+        def body(state, inputs):
+            d_carry, g = state
+            start, xs_c, dys_c, ys_c, packed_c = inputs
+            d_carry, g_c, dxs_c = chunk_grads(w, start, xs_c, dys_c, d_carry, ys_c, packed_c)
+            return (d_carry, jax.tree.map(jnp.add, g, g_c)), dxs_c
+
+        kept_n = (_split(ys, n, k), _split(packed, n, k)) if packed is not None else (None, None)
+        inputs = (head_starts, _split(xs_TB, n, k), _split(dys, n, k)) + kept_n
+        (d_carry, g), dxs = lax.scan(body, (d_carry, g), inputs, reverse=True)
+        dxs = dxs.reshape((n * k,) + dxs.shape[2:])
+        if dxs_rest is not None:
+            dxs = jnp.concatenate([dxs, dxs_rest], axis=0)
+        return g, d_carry, dxs
+
+    fn = jax.custom_vjp(primal)
+    fn.defvjp(fwd, bwd)
+    return fn

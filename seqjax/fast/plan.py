@@ -1,0 +1,68 @@
+"""How a fast path runs on this backend and size: unrolling, hoisting, custom VJP, chunked recomputation.
+
+Chosen by measurement (BENCHMARKS.md, "attempts"); `plan_for` is the single place that decides. On
+XLA:CPU the per-step cost and fresh memory are the walls: every call allocates its temporaries anew and
+touching new pages is slow there, so the backward pass works chunk by chunk, and for very long or wide
+problems recomputes the forward pass chunk by chunk rather than keeping every step's gates. Measured on
+a 2-core x86 CPU. On GPU nothing here was measured (no GPU was available): the GPU plan follows the usual
+practice (hoist the input projection, keep all residuals) and is marked unmeasured.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+
+class Plan(NamedTuple):
+    """`unroll`: steps per loop iteration. `hoist`: the input projection of all steps as one matmul before
+    the loop. `custom_vjp`: the hand-written backward pass of `seqjax.fast.engine`. `chunk`: steps per
+    chunk of that backward pass (0: one chunk); `recompute`: keep only each chunk's starting carry and
+    recompute its forward pass in the backward pass, instead of keeping every step's residuals.
+    `fuse_xh`: one matmul of `[x_t, h]` per step instead of two (cells whose gates add the two).
+    `batch_major`: the forward pass writes its outputs `[B, T, H]` in the loop (no transpose after).
+    `use_reference`: run the cell's reference loop instead (where that measured faster)."""
+
+    unroll: int = 1
+    hoist: bool = False
+    custom_vjp: bool = True
+    chunk: int = 0
+    recompute: bool = False
+    fuse_xh: bool = False
+    batch_major: bool = True
+    use_reference: bool = False
+
+
+# XLA:CPU allocates one temporary buffer per call; while it stays under glibc's largest mmap threshold
+# (32 MB) its pages are reused from call to call, above it every call page-faults all of it again
+# (measured: 24 MB of temporaries cost 3 ms a call, 34 MB cost 16-26 ms). Chunking the backward pass keeps
+# `dz` for one chunk only, which brings medium sizes under the threshold. Recomputing the forward pass
+# instead of keeping the gates measured slower up to ~200 MB of kept gates (large: 308 vs 286 ms, long and
+# many: equal), so it is used only past _KEEP_BYTES, where memory itself becomes the limit.
+_KEEP_BYTES = 256 * 2**20
+_SMALL_BYTES = 4 * 2**20
+_CHUNK_BYTES = 16 * 2**20
+KEPT = {"lstm": 6, "gru": 5, "simple_rnn": 1}  # `[B, H]` arrays kept per step (carry and residuals)
+
+
+def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lstm",
+             backend: str | None = None) -> Plan:
+    """The measured-best plan for a `[time, batch, features] -> hidden` layer of `cell` on `backend`.
+
+    `cell`: "lstm", "gru" or "simple_rnn" (how many `[B, H]` arrays a step keeps for the backward pass).
+    """
+    backend = backend or jax.default_backend()
+    if backend != "cpu":
+        return Plan(unroll=1, hoist=True, custom_vjp=True, chunk=0)  # GPU/TPU: unmeasured here
+    kept = KEPT[cell]
+    chunk = max(2, round(time ** 0.5))  # chunks of 5 to 20 steps measured alike at T = 100 and 200
+    # kept arrays, plus the outputs and their gradient, which the backward pass of a layer also holds
+    keep_bytes = 4 * batch * time * (kept + 2) * hidden
+    if keep_bytes <= _SMALL_BYTES:
+        # small GRU: JAX's own scan VJP of the reference loop measured 1.1x faster than this backward pass
+        return Plan(use_reference=True) if cell == "gru" else Plan(chunk=0, fuse_xh=True)
+    if keep_bytes <= _KEEP_BYTES:
+        return Plan(chunk=chunk, fuse_xh=True)  # `dz` for one chunk at a time
+    step_bytes = 4 * batch * ((kept + 6) * hidden + features)  # one recomputed step's buffers
+    return Plan(chunk=max(2, min(chunk, _CHUNK_BYTES // step_bytes)), recompute=True, fuse_xh=True)

@@ -1,0 +1,66 @@
+"""Smoke test of the benchmark: every peer runs the same work as seqjax (checked equal), JSON is written.
+
+Tiny sizes only; the timings themselves are never asserted (speed is measured by the benchmark).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import bench, memory, problems, report, seqjax_tasks, timing
+
+TINY = problems.QUICK_CONFIGS["tiny"]
+
+
+def test_quick_run_checks_every_task_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    payload = bench.main(["--quick", "--peers", "flax", "--rounds", "1", "--out", str(out), "--no-memory"])
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["cell"], r["task"]) for r in rows} == {(c, t) for c in problems.CELLS for t in problems.TASKS}
+    for r in rows:
+        assert set(r["timings"]) == {"seqjax", "flax"}
+        assert r["timings"]["seqjax"]["median_ms"] > 0 and r["timings"]["flax"]["first_call_ms"] > 0
+        assert all(d < 1e-3 for d in r["max_abs_diff"]["flax"].values())
+    assert payload["versions"]["jax_backend"] == "cpu"
+
+
+@pytest.mark.parametrize("peer", ["torch", "keras"])
+def test_optional_peers_compute_what_seqjax_computes(peer):
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.peers_{peer}")
+    if not module.available():
+        pytest.skip(f"{peer} is an optional peer (pip install -e '.[peers]')")
+    for cell in problems.CELLS:
+        problem = problems.make_problem(TINY, cell, seed=4)
+        for task in problems.TASKS:
+            ours, theirs = seqjax_tasks.BUILDERS[task](problem), module.BUILDERS[task](problem)
+            timing.compare({"seqjax": ours.result(), peer: theirs.result()}, "seqjax")
+
+
+def test_compare_refuses_different_outputs():
+    same = {"seqjax": {"y": np.ones(3)}, "flax": {"y": np.ones(3) + 1e-7}}
+    assert timing.compare(same, "seqjax")["flax"]["y"] < 1e-6
+    with pytest.raises(AssertionError, match="flax 'y' differs from seqjax"):
+        timing.compare({"seqjax": {"y": np.ones(3)}, "flax": {"y": np.array([1.0, 1.0, 1.1])}}, "seqjax")
+    with pytest.raises(AssertionError, match="flax gives no 'g'"):
+        timing.compare({"seqjax": {"g": np.ones(2)}, "flax": {}}, "seqjax")
+
+
+def test_goals_compare_with_the_fastest_peer_and_gru_with_flax_only():
+    def row(cell, task, **ms):
+        return report.Row("c", cell, task, {n: {"median_ms": v} for n, v in ms.items()}, {}, {}, None)
+
+    r = row("lstm", "train", seqjax=4.0, flax=10.0, torch=6.0)
+    assert r.speedup() == ("torch", 1.5) and r.goal() == (1.25, True)
+    assert row("lstm", "train", seqjax=5.0, torch=6.0).goal() == (1.25, False)
+    assert row("gru", "train", seqjax=4.0, flax=5.0, torch=1.0).goal() == (1.25, True)
+    assert row("gru", "forward", seqjax=1.0, flax=1.0).goal() is None
+    assert "NOT met" in report.table([row("lstm", "rollout", seqjax=2.0, flax=2.5)], ["seqjax", "flax"])
+
+
+def test_memory_variant_reports_a_smaller_plan_with_remat():
+    plain = memory.run_variant(2, 120, 2, 8, None, execute=False)
+    chunked = memory.run_variant(2, 120, 2, 8, 12, execute=False)
+    assert chunked["xla_temp_mb"] < 0.5 * plain["xla_temp_mb"]

@@ -1,0 +1,265 @@
+"""The fast paths (`seqjax.fast`) give the numbers of the reference loop over `step`, values and gradients.
+
+The reference is the same cell without its fast path (`cell._replace(sequence=None)`), which `scan` runs
+as `scan_steps`, plus the independent float64 NumPy loops of `reference.py`. Sizes are tiny and all
+different (B=3, T=7, F=2, H=5) so a wrong axis cannot pass.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference as ref
+import seqjax as sj
+import seqjax.fast._common as fast_common
+from seqjax.fast.plan import Plan, plan_for
+from seqjax.fast.remat import check_remat
+
+B, T, F, H = 3, 7, 2, 5
+CELLS = {"lstm": sj.lstm, "gru": sj.gru, "simple_rnn": sj.simple_rnn}
+# chunk=4 with T=7: one chunk of 4 and a ragged last chunk of 3
+PLANS = [Plan(), Plan(chunk=4), Plan(chunk=4, recompute=True), Plan(hoist=True), Plan(unroll=3),
+         Plan(fuse_xh=True, chunk=2, recompute=True), Plan(custom_vjp=False)]
+# every plan on the LSTM, the ones that change what is kept or the loop body on the others
+CASES = [("lstm", p) for p in PLANS] + [(n, p) for n in ("gru", "simple_rnn") for p in PLANS[:4]]
+
+
+@pytest.fixture(autouse=True)
+def _fast_plan(monkeypatch):
+    """At these tiny sizes the plan may pick the reference loop (small GRU); the tests want the engine."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: Plan())
+
+
+def _params(name, seed=0):
+    return {k: jnp.asarray(v, jnp.float32) for k, v in ref.random_params(name, seed, F, H).items()}
+
+
+def _data(seed=1, shape=(B, T, F)):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _carry(cell, seed=2):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.5, a.shape), a.dtype), cell.initial_carry(B))
+
+
+def _reference(cell):
+    return cell._replace(sequence=None)
+
+
+def _loss(cell, params, carry, xs, **kw):
+    """A loss that weights every output and the final carry differently, so every gradient matters."""
+    new_carry, ys = sj.scan(cell, params, carry, xs, **kw)
+    w = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+    return jnp.sum(w * ys) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(new_carry))
+
+
+def _outputs_and_grads(cell, params, carry, xs, **kw):
+    """`(scan outputs, gradients of _loss wrt params, carry, xs)`, one compile."""
+
+    @jax.jit
+    def run(params, carry, xs):
+        grads = jax.grad(lambda *a: _loss(cell, *a, **kw), argnums=(0, 1, 2))(params, carry, xs)
+        return sj.scan(cell, params, carry, xs, **kw), grads
+
+    return run(params, carry, xs)
+
+
+def _assert_same(cell, params, carry, xs, atol=2e-5, **kw):
+    out_f, g_f = _outputs_and_grads(cell, params, carry, xs, **kw)
+    out_s, g_s = _outputs_and_grads(_reference(cell), params, carry, xs, **kw)
+    assert type(out_f[0]) is type(out_s[0])
+    for a, b in zip(jax.tree.leaves(out_f), jax.tree.leaves(out_s)):
+        np.testing.assert_allclose(a, b, atol=atol, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_f), jax.tree.leaves(g_s)):
+        np.testing.assert_allclose(a, b, atol=atol * 10, rtol=1e-4)
+    return out_f
+
+
+@pytest.mark.parametrize("name, plan", CASES, ids=str)
+def test_fast_path_equals_reference_loop_values_and_gradients(name, plan, monkeypatch):
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: plan)
+    cell = CELLS[name](H)
+    assert cell.sequence is not None
+    params, carry, xs = _params(name), _carry(cell), _data()
+    (new_carry, ys) = _assert_same(cell, params, carry, xs)
+    # and the independent float64 NumPy loop
+    if name == "lstm":
+        want_ys, want_h, want_c = ref.run_lstm(params, np.asarray(xs), carry.h, carry.c)
+        np.testing.assert_allclose(new_carry.c, want_c, atol=1e-5)
+    elif name == "gru":
+        want_ys, want_h = ref.run_gru(params, np.asarray(xs), carry.h)
+    else:
+        want_ys, want_h = ref.run_simple_rnn(params, np.asarray(xs), carry.h)
+    np.testing.assert_allclose(ys, want_ys, atol=1e-5)
+    np.testing.assert_allclose(new_carry.h, want_h, atol=1e-5)
+
+
+def test_custom_vjp_is_the_gradient_path(monkeypatch):
+    """The default plan trains through the hand-written backward pass: its weight gradient is one matmul
+    over all `T * B` rows of `dz` (`[21, 4H]`), which JAX's own scan transpose never forms."""
+    assert plan_for(B, T, F, H, "lstm", backend="cpu").custom_vjp
+    cell = sj.lstm(H)
+
+    def grad_jaxpr():
+        return str(jax.make_jaxpr(jax.grad(lambda p: _loss(cell, p, _carry(cell), _data())))(_params("lstm")))
+
+    assert f"f32[{T * B},{4 * H}]" in grad_jaxpr()
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: Plan(custom_vjp=False))
+    assert f"f32[{T * B},{4 * H}]" not in grad_jaxpr()
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_reverse_and_chunks_with_carry_passed_on(name):
+    cell = CELLS[name](H)
+    params, carry, xs = _params(name), _carry(cell), _data()
+    _assert_same(cell, params, carry, xs, reverse=True)
+    c1, y1 = sj.scan(cell, params, carry, xs[:, :3])
+    c2, y2 = sj.scan(cell, params, c1, xs[:, 3:])
+    c_all, y_all = sj.scan(_reference(cell), params, carry, xs)
+    np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y_all, atol=2e-5)
+    for a, b in zip(jax.tree.leaves(c2), jax.tree.leaves(c_all)):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_mask_and_reset_hand_over_to_the_reference_loop(name):
+    cell = CELLS[name](H)
+    params, carry, xs = _params(name), _carry(cell), _data()
+    rng = np.random.default_rng(3)
+    mask = jnp.asarray(rng.random((B, T)) < 0.7)
+    reset = jnp.asarray(rng.random((B, T)) < 0.2)
+    _assert_same(cell, params, carry, xs, mask=mask)
+    _assert_same(cell, params, carry, xs, mask=mask, reset=reset, masked_output="zero")
+
+
+@pytest.mark.parametrize("name, rates", [("lstm", (0.3, 0.0)), ("lstm", (0.0, 0.4)), ("gru", (0.3, 0.4)),
+                                         ("simple_rnn", (0.3, 0.0))])
+def test_dropout_noise_matches_the_reference(name, rates):
+    cell = CELLS[name](H, dropout=rates[0], recurrent_dropout=rates[1])
+    params, carry, xs = _params(name), _carry(cell), _data()
+    key = jax.random.key(7)
+    ys_on = _assert_same(cell, params, carry, xs, key=key)[1]
+    ys_off = sj.scan(cell, params, carry, xs)[1]
+    assert not np.allclose(ys_on, ys_off)  # the noise really was applied
+
+
+def test_non_default_maths_runs_the_reference():
+    for cell, name in [(sj.lstm(H, recurrent_activation="hard_sigmoid"), "lstm"),
+                       (sj.lstm(H, activation="relu"), "lstm"), (sj.gru(H, reset_after=False), "gru"),
+                       (sj.simple_rnn(H, activation="relu"), "simple_rnn")]:
+        params, carry, xs = _params(name), _carry(cell), _data()
+        _assert_same(cell, params, carry, xs)
+
+
+def test_mixed_dtypes_run_the_reference():
+    cell = sj.lstm(H)
+    params = _params("lstm")
+    carry = jax.tree.map(lambda a: a.astype(jnp.bfloat16), _carry(cell))
+    out_f = sj.scan(cell, params, carry, _data())
+    out_s = sj.scan(_reference(cell), params, carry, _data())
+    assert out_f[0].h.dtype == jnp.bfloat16
+    for a, b in zip(jax.tree.leaves(out_f), jax.tree.leaves(out_s)):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def test_chain_of_fast_layers_and_head_matches_reference_parts():
+    parts = [sj.lstm(H), sj.gru(4), sj.simple_rnn(6), sj.dense(2)]
+    fast = sj.chain(*parts)
+    slow = sj.chain(*[p._replace(sequence=None) if p.name != "dense" else p for p in parts])
+    params = fast.init(jax.random.key(0), F)
+    carry = jax.tree.map(lambda a: a + 0.3, fast.initial_carry(B))
+    xs = _data()
+    out_f, g_f = _outputs_and_grads(fast, params, carry, xs)
+    out_s, g_s = _outputs_and_grads(slow, params, carry, xs)
+    for a, b in zip(jax.tree.leaves(out_f), jax.tree.leaves(out_s)):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    for a, b in zip(jax.tree.leaves(g_f), jax.tree.leaves(g_s)):
+        np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+
+
+def test_vmap_over_a_leading_axis_of_data_and_its_gradient():
+    cell = sj.lstm(H)
+    params, carry = _params("lstm"), _carry(cell)
+    xs_N = _data(shape=(2, B, T, F))
+
+    def batched(cell):
+        value_and_grad = jax.value_and_grad(lambda p, xs: _loss(cell, p, carry, xs))
+        return jax.jit(jax.vmap(value_and_grad, in_axes=(None, 0)))(params, xs_N)
+
+    (loss_f, g_f), (loss_s, g_s) = batched(cell), batched(_reference(cell))
+    assert loss_f.shape == (2,) and not np.allclose(loss_f[0], loss_f[1])
+    np.testing.assert_allclose(loss_f, loss_s, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_f), jax.tree.leaves(g_s)):
+        np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+
+
+def _mask():
+    return jnp.asarray(np.random.default_rng(4).random((B, T)) < 0.6).at[:, :4].set(False)
+
+
+@pytest.mark.parametrize("chunk, model, kw", [
+    (3, sj.chain(sj.lstm(H), sj.gru(4), sj.dense(2)), {}),  # 7 = 2 chunks of 3 + 1
+    (3, sj.chain(sj.lstm(H), sj.dense(2)), {"mask": _mask(), "reverse": True, "reset": ~_mask()}),
+    (50, sj.lstm(H), {"mask": _mask()}),  # a chunk longer than the sequence
+], ids=["stack", "mask-reverse-reset", "chunk>T"])
+def test_remat_gives_the_same_values_and_gradients(chunk, model, kw):
+    params = model.init(jax.random.key(1), F)
+    carry = jax.tree.map(lambda a: a + 0.2, model.initial_carry(B))
+    xs = _data()
+    plain, g_p = _outputs_and_grads(model, params, carry, xs, **kw)
+    chunked, g_r = _outputs_and_grads(model, params, carry, xs, remat=chunk, **kw)
+    for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_r), jax.tree.leaves(g_p)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_remat_bounds_the_memory_of_a_long_train_step():
+    model = sj.chain(sj.lstm(16), sj.dense(2))
+    params = model.init(jax.random.key(0), 2)
+    xs = _data(shape=(4, 600, 2))
+
+    def temp_bytes(remat):
+        grad = jax.jit(jax.grad(lambda p: jnp.mean(sj.scan(model, p, model.initial_carry(4), xs, remat=remat)[1])))
+        return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(25) < 0.3 * temp_bytes(None)
+
+
+def test_remat_errors_name_the_argument():
+    cell = sj.lstm(H)
+    params, carry, xs = _params("lstm"), cell.initial_carry(B), _data()
+    for bad in (0, -2, 1.5, True, "4"):
+        with pytest.raises(ValueError, match=r"sj.scan: remat must be None or an int >= 1 .*got"):
+            sj.scan(cell, params, carry, xs, remat=bad)
+    assert check_remat(None, "w") is None and check_remat(4, "w") == 4
+    bi = sj.bidirectional(sj.lstm(H), sj.lstm(H))
+    with pytest.raises(ValueError, match="sj.scan: remat needs a cell that runs step by step; got 'bidirectional'"):
+        sj.scan(bi, bi.init(jax.random.key(0), F), bi.initial_carry(B), xs, remat=3)
+
+
+def test_plan_keeps_residuals_while_small_and_recomputes_past_the_memory_budget():
+    from seqjax.fast import plan as plan_module
+
+    medium = plan_module.plan_for(64, 100, 8, 128, "lstm", backend="cpu")
+    very_long = plan_module.plan_for(8, 10_000, 8, 256, "lstm", backend="cpu")
+    assert medium.custom_vjp and not medium.recompute and medium.chunk == 10
+    assert very_long.recompute and 2 <= very_long.chunk <= 100
+    assert plan_module.plan_for(32, 50, 2, 32, "gru", backend="cpu").use_reference
+    assert plan_module.plan_for(64, 100, 8, 128, "gru", backend="gpu").hoist  # unmeasured GPU choice
+
+
+@pytest.mark.parametrize("plan", [Plan(chunk=3), Plan(chunk=3, recompute=True)], ids=str)
+def test_float64_runs_the_engine_with_float64_gradients(plan, monkeypatch):
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: plan)
+    with jax.enable_x64(True):
+        cell = sj.lstm(H, dtype=jnp.float64)
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), _params("lstm"))
+        carry = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), _carry(cell))
+        xs = jnp.asarray(_data(), jnp.float64)
+        (out_f, g_f), (out_s, g_s) = (_outputs_and_grads(c, params, carry, xs) for c in (cell, _reference(cell)))
+        assert out_f[1].dtype == jnp.float64 and g_f[0]["w_h"].dtype == jnp.float64
+        for a, b in zip(jax.tree.leaves((out_f, g_f)), jax.tree.leaves((out_s, g_s))):
+            np.testing.assert_allclose(a, b, atol=1e-12, rtol=1e-10)
