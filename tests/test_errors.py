@@ -106,7 +106,7 @@ def test_zero_length_sequences_and_other_options(lstm):
     xs = np.ones((B, T, F), np.float32)
     with pytest.raises(ValueError, match=r"sj.scan: unroll must be an int >= 1; got 0"):
         sj.scan(cell, params, cell.initial_carry(B), xs, unroll=0)
-    with pytest.raises(ValueError, match=r"sj.scan: masked_output must be one of \['previous', 'zero'\]"):
+    with pytest.raises(ValueError, match=r"sj.scan: masked_output must be one of \[None, 'previous', 'zero'\]"):
         sj.scan(cell, params, cell.initial_carry(B), xs, masked_output="nan")
     with pytest.raises(TypeError, match=r"sj.scan: key must be a PRNG key"):
         sj.scan(cell, params, cell.initial_carry(B), xs, key=3)
