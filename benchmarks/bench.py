@@ -8,7 +8,9 @@ For each (config, cell, task) every contender gets the same weights and data; th
 all outputs; train: loss and every gradient; rollout: the closed-loop predictions) are checked equal to
 seqjax's before anything is timed. Then all contenders run in interleaved rounds; the table reports the
 median per call after compilation (first-call time, which includes compiling, apart) and the speedup of
-seqjax over the fastest peer. Keras and PyTorch are optional (`pip install -e ".[peers]"`).
+seqjax over the fastest peer. A `bound` column times only the matmuls a recurrent loop cannot avoid
+(`benchmarks/bounds.py`) in the same rounds: fastest peer / bound is the most a JAX loop can reach here.
+Keras and PyTorch are optional (`pip install -e ".[peers]"`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import memory, problems, report, seqjax_tasks, timing
+from benchmarks import bounds, memory, problems, report, seqjax_tasks, timing
 
 PEER_MODULES = ("flax", "keras", "torch")
 REMAT_CHUNK = 100  # steps per checkpointed chunk in the memory comparison (~sqrt(10,000))
@@ -57,7 +59,9 @@ def run_row(config, cell, task, peers, rounds, min_block_s):
     contenders = [seqjax_tasks.BUILDERS[task](problem)] + [m.BUILDERS[task](problem) for m in peers.values()]
     first = timing.first_calls(contenders)  # compile before the checks, so first calls include it
     diffs = timing.compare({c.name: c.result() for c in contenders}, "seqjax")
-    timings = timing.measure(contenders, rounds=rounds, min_block_s=min_block_s, first=first,
+    bound = bounds.BUILDERS[task](problem)  # not the same work: timed alongside, never compared
+    first.update(timing.first_calls([bound]))
+    timings = timing.measure(contenders + [bound], rounds=rounds, min_block_s=min_block_s, first=first,
                              budget_s=ROW_BUDGET_S)
     gflops = None
     if task == "forward":
@@ -101,7 +105,7 @@ def main(argv=None) -> dict:
     peers, missing = _peer_modules(args.peers.split(","))
     if "flax" not in peers:
         parser.error("flax must be importable: it is the peer every run compares with")
-    names = ["seqjax"] + list(peers)
+    names = ["seqjax"] + list(peers) + [bounds.NAME]
 
     started = time.time()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -134,7 +138,8 @@ def main(argv=None) -> dict:
     if mem:
         print()
         print(report.memory_table(mem))
-    payload = {"machine": {**report.machine(), "load_average_at_start": load_at_start}, "versions": report.versions(list(peers)), "missing_peers": missing,
+    payload = {"machine": {**report.machine(), "load_average_at_start": load_at_start},
+               "versions": report.versions(list(peers)), "missing_peers": missing,
                "matmul_peak_gflops": peak, "quick": args.quick, "rounds": rounds, "seconds": time.time() - started,
                "command": "python -m benchmarks.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                "rows": [r._asdict() for r in rows], "memory": mem, "goals": {f"{c}/{t}": g for (c, t), g in

@@ -11,6 +11,7 @@ from typing import NamedTuple
 # Goal: seqjax time must be <= fastest peer time / factor (factor 1.25 = "1.25x faster").
 GOALS = {("lstm", "train"): 1.25, ("lstm", "forward"): 1.0, ("lstm", "rollout"): 1.5, ("gru", "train"): 1.25}
 GOAL_PEERS = {("gru", "train"): ("flax",)}  # the GRU goal is against Flax's GRU scan only
+BOUND = "bound"  # benchmarks.bounds: the bare matmul loop, timed alongside but not a peer
 
 
 class Row(NamedTuple):
@@ -26,11 +27,21 @@ class Row(NamedTuple):
 
     def speedup(self, peers=None) -> tuple[str, float] | None:
         """(fastest peer, fastest peer time / seqjax time), over `peers` (default: all measured)."""
-        names = [n for n in self.timings if n != "seqjax" and (peers is None or n in peers)]
-        if not names or "seqjax" not in self.timings:
+        best = self._fastest_peer(peers)
+        if best is None or "seqjax" not in self.timings:
             return None
-        best = min(names, key=lambda n: self.timings[n]["median_ms"])
         return best, self.timings[best]["median_ms"] / self.timings["seqjax"]["median_ms"]
+
+    def _fastest_peer(self, peers=None) -> str | None:
+        names = [n for n in self.timings if n not in ("seqjax", BOUND) and (peers is None or n in peers)]
+        return min(names, key=lambda n: self.timings[n]["median_ms"]) if names else None
+
+    def reachable(self, peers=None) -> float | None:
+        """Fastest peer time / bound time: the largest speedup a JAX loop can show on this machine."""
+        best = self._fastest_peer(peers)
+        if best is None or BOUND not in self.timings:
+            return None
+        return self.timings[best]["median_ms"] / self.timings[BOUND]["median_ms"]
 
     def goal(self) -> tuple[float, bool] | None:
         factor = GOALS.get((self.cell, self.task))
@@ -100,6 +111,9 @@ def table(rows: list[Row], names: list[str]) -> str:
             vs = r.speedup(GOAL_PEERS[(r.cell, r.task)])
             sp += f"; {vs[1]:.2f}x vs {vs[0]}"
         goal = "-" if g is None else f">= {g[0]:g}x: {'met' if g[1] else 'NOT met'}"
+        reach = r.reachable(GOAL_PEERS.get((r.cell, r.task)))
+        if g is not None and not g[1] and reach is not None:
+            goal += f"; bound {reach:.2f}x"
         if r.gflops is not None:
             goal += f" ({r.gflops:.3g} GFLOP/s)"
         lines.append("| " + " | ".join([r.config, r.cell, r.task] + [_ms(r, n) for n in names] + [sp, goal]) + " |")
@@ -129,8 +143,8 @@ def memory_table(mem: list[dict]) -> str:
         if "error" in m:
             lines.append(f"| {m.get('path', '?')} | {m.get('remat')} | error: {m['error']} | | | |")
             continue
-        cells = [m.get("path", "fast path"), str(m.get("remat")), f"{m.get('xla_temp_mb', float('nan')):.0f}",
-                 f"{m.get('xla_planned_peak_mb', float('nan')):.0f}",
+        cells = [m.get("path", "fast path"), str(m.get("remat")), f"{m.get('xla_temp_mb', float('nan')):.3g}",
+                 f"{m.get('xla_planned_peak_mb', float('nan')):.3g}",
                  "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}",
                  "-" if m.get("step_s") is None else f"{m['step_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -138,7 +152,8 @@ def memory_table(mem: list[dict]) -> str:
 
 
 def goals_summary(rows: list[Row], matmul_peak_gflops: float) -> str:
-    """Markdown list: for each goal, the configs where it is met and where not, with the ratios."""
+    """Markdown list: for each goal, the configs where it is met and where not, with the ratios; a missed
+    one also gives fastest peer / bound, the most a JAX loop could reach there."""
     lines = []
     for (cell, task), factor in GOALS.items():
         peers = GOAL_PEERS.get((cell, task))
@@ -153,9 +168,31 @@ def goals_summary(rows: list[Row], matmul_peak_gflops: float) -> str:
                 share = r.gflops / matmul_peak_gflops
                 text += f", {r.gflops:.0f} GFLOP/s = {share:.0%} of the matmul peak (goal 80%)"
                 ok = ok and share >= 0.8
+            reach = r.reachable(peers)
+            if not ok and reach is not None:
+                text += f" (the bare matmul loop: {reach:.2f}x)"
             (met if ok else missed).append(text)
         against = "Flax" if peers else "the fastest peer"
         lines.append(f"- {cell.upper()} {task}, at least {factor:g}x {against}: met on "
                      f"{'; '.join(met) or 'none'} — not met on {'; '.join(missed) or 'none'}.")
     return "\n".join(lines)
 
+
+
+def markdown(payload: dict) -> str:
+    """The BENCHMARKS.md sections of one run's JSON: results, first calls, goals, memory."""
+    rows = [Row(**r) for r in payload["rows"]]
+    names = ["seqjax"] + [n for n in ("flax", "keras", "torch") if any(n in r.timings for r in rows)]
+    names += [BOUND] if any(BOUND in r.timings for r in rows) else []
+    parts = [table(rows, names), compile_table(rows, names), goals_summary(rows, payload["matmul_peak_gflops"])]
+    if payload.get("memory"):
+        parts.append(memory_table(payload["memory"]))
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    import sys
+
+    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results", "latest.json")
+    with open(path) as f:
+        print(markdown(json.load(f)))

@@ -19,7 +19,7 @@ def test_quick_run_checks_every_task_and_writes_json(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {(r["cell"], r["task"]) for r in rows} == {(c, t) for c in problems.CELLS for t in problems.TASKS}
     for r in rows:
-        assert set(r["timings"]) == {"seqjax", "flax"}
+        assert set(r["timings"]) == {"seqjax", "flax", "bound"}
         assert r["timings"]["seqjax"]["median_ms"] > 0 and r["timings"]["flax"]["first_call_ms"] > 0
         assert all(d < 1e-3 for d in r["max_abs_diff"]["flax"].values())
     assert payload["versions"]["jax_backend"] == "cpu"
@@ -58,6 +58,27 @@ def test_goals_compare_with_the_fastest_peer_and_gru_with_flax_only():
     assert row("gru", "train", seqjax=4.0, flax=5.0, torch=1.0).goal() == (1.25, True)
     assert row("gru", "forward", seqjax=1.0, flax=1.0).goal() is None
     assert "NOT met" in report.table([row("lstm", "rollout", seqjax=2.0, flax=2.5)], ["seqjax", "flax"])
+
+
+def test_bound_is_timed_but_never_the_fastest_peer():
+    r = report.Row("c", "lstm", "rollout", {"seqjax": {"median_ms": 2.0}, "flax": {"median_ms": 3.0},
+                                            "bound": {"median_ms": 1.5}}, {}, {}, None)
+    assert r.speedup() == ("flax", 1.5) and r.reachable() == 2.0
+    assert "NOT met; bound 1.67x" in report.table([r._replace(timings={**r.timings, "flax": {"median_ms": 2.5}})],
+                                                  ["seqjax", "flax", "bound"])
+    assert "(the bare matmul loop: 1.67x)" in report.goals_summary(
+        [r._replace(config="medium", timings={**r.timings, "flax": {"median_ms": 2.5}})], 100.0)
+
+
+@pytest.mark.parametrize("task", problems.TASKS)
+def test_bounds_run_the_matmuls_of_each_task(task):
+    from benchmarks import bounds
+
+    for cell in problems.CELLS:
+        problem = problems.make_problem(TINY, cell)
+        out = timing.wait(bounds.BUILDERS[task](problem).run())
+        h = out[0] if isinstance(out, tuple) else out
+        assert h.shape == (TINY.batch, TINY.hidden) and np.all(np.isfinite(np.asarray(h)))
 
 
 def test_memory_variant_reports_a_smaller_plan_with_remat():

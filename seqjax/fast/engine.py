@@ -31,7 +31,7 @@ from seqjax.fast.plan import Plan
 
 
 class Weights(NamedTuple):
-    """`w_x [F, nH]`, `w_h [H, nH]`, input bias `b_x [nH]`, recurrent bias `b_h [nH]` (None if the cell has one bias)."""
+    """`w_x [F, nH]`, `w_h [H, nH]`, input bias `b_x [nH]`, recurrent bias `b_h [nH]` (None: one bias)."""
 
     w_x: jax.Array
     w_h: jax.Array

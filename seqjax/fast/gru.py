@@ -1,8 +1,9 @@
 """GRU fast path (`reset_after=True`, the Keras/PyTorch/Flax form): the `sequence` of `sj.gru`.
 
 Same maths as the step: `z, r = σ(x W + b_x + h U + b_h)`, `n = tanh(x W_n + b_xn + r (h U_n + b_hn))`,
-`h' = z h + (1 - z) n`. The backward step keeps `z, r, n, h U_n + b_hn`, each as its own array. `reset_after=False`, other
-activations, `mask`, `reset` and recurrent dropout run the reference loop.
+`h' = z h + (1 - z) n`. The backward pass keeps `z, r, n, h U_n + b_hn` and hands the engine its gate
+gradients block by block. `reset_after=False`, other activations, `mask`, `reset` and recurrent dropout
+run the reference loop.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """LSTM fast path: the `sequence` function of `sj.lstm` (maths for `seqjax.fast.engine`).
 
-Same maths as `sj.lstm`'s step (tests compare them to float32 tolerance): `z = x w_x + b + h w_h`,
-`c' = σ(f) c + σ(i) tanh(g)`, `h' = σ(o) tanh(c')`. The backward pass keeps `i, f, g, o` and `c'`, each as its
-own array (reading gate slices of one stacked array inside a loop fusion is slow on XLA:CPU).
-Used for the default activations (sigmoid, tanh) without `mask`, `reset` or recurrent dropout; other
-calls run the reference loop. Forward-mode autodiff (`jax.jvp`) does not pass the custom VJP: use
-`sj.lstm(H)._replace(sequence=None)` for it.
+Same maths as `sj.lstm`'s step (tests compare them to float32 tolerance): `z = x w_x + h w_h + b`,
+`c' = σ(f) c + σ(i) tanh(g)`, `h' = σ(o) tanh(c')`. The backward pass keeps `i, f, g, o` and `c'`
+(`tanh(c')` is recomputed). Used for the default activations (sigmoid, tanh) without `mask`, `reset` or
+recurrent dropout; other calls run the reference loop. Forward-mode autodiff (`jax.jvp`) does not pass
+the custom VJP: use `sj.lstm(H)._replace(sequence=None)` for it.
 """
 
 from __future__ import annotations

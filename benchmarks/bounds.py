@@ -1,0 +1,87 @@
+"""Lower bounds: only the matmuls a recurrent layer cannot avoid, timed in the same rounds as the contenders.
+
+Step `t` needs `h_(t-1)` before it can multiply by `w_h`, so a JAX loop runs one step's matmul after the
+other; on XLA:CPU a loop body's operations also run one after another, and at medium sizes the matmul
+itself runs on one core. A loop that does nothing but these matmuls therefore bounds what any
+implementation written as a JAX loop can reach on this machine (the gates, the head, the outputs and
+the optimiser all cost extra). PyTorch is not bound by it: its oneDNN LSTM spreads one step over
+the cores.
+
+- forward: `T` steps of `z = [x_t, h] @ [w_x; w_h]`, `h = z[:, :H]` (no gates, nothing written out).
+- rollout: the same loop over the warm-up and the closed-loop steps (the head is left out: it can be
+  folded into `w_h`).
+- train: that forward loop, a reverse loop of `T` steps `dh = dz @ w_h^T` (`dz` = `dh` tiled over the
+  gates), and the weight gradient as one `[F + H, T B] @ [T B, nH]` matmul over prepared arrays (no
+  fresh memory, no Adam).
+
+`fastest peer / bound` is then the largest speedup over that peer a JAX loop can show here.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.problems import Problem
+from benchmarks.timing import Contender
+
+NAME = "bound"
+
+
+def _matmul_loop(w_xh, hidden):
+    """`scan` body: one `[x_t, h] @ w_xh` per step, its first `hidden` columns as the next `h`."""
+
+    def body(h, x_t):
+        return (jnp.concatenate([x_t, h], axis=-1) @ w_xh)[:, :hidden], None
+
+    return body
+
+
+def _weights(problem: Problem):
+    w_xh = jnp.asarray(np.concatenate([problem.layer["w_x"], problem.layer["w_h"]], axis=0))
+    return w_xh, problem.config.hidden
+
+
+def forward(problem: Problem) -> Contender:
+    w_xh, hidden = _weights(problem)
+    xs_TB = jnp.asarray(np.swapaxes(problem.xs, 0, 1))
+    h0 = jnp.zeros((problem.config.batch, hidden), jnp.float32)
+    fn = jax.jit(lambda w, h, xs: jax.lax.scan(_matmul_loop(w, hidden), h, xs)[0])
+    return Contender(NAME, lambda: fn(w_xh, h0, xs_TB), dict, "lax.scan of [x_t, h] @ [w_x; w_h] only")
+
+
+def rollout(problem: Problem) -> Contender:
+    w_xh, hidden = _weights(problem)
+    steps = problem.context.shape[1] + problem.closed_loop
+    xs_TB = jnp.zeros((steps, problem.config.batch, problem.config.features), jnp.float32)
+    h0 = jnp.zeros((problem.config.batch, hidden), jnp.float32)
+    fn = jax.jit(lambda w, h, xs: jax.lax.scan(_matmul_loop(w, hidden), h, xs)[0])
+    return Contender(NAME, lambda: fn(w_xh, h0, xs_TB), dict,
+                     f"lax.scan of [x_t, h] @ [w_x; w_h] only, {steps} steps")
+
+
+def train(problem: Problem) -> Contender:
+    w_xh, hidden = _weights(problem)
+    w_h = w_xh[problem.config.features:]
+    blocks = w_h.shape[1] // hidden
+    b, t = problem.config.batch, problem.config.time
+    xs_TB = jnp.asarray(np.swapaxes(problem.xs, 0, 1))
+    rng = np.random.default_rng(1)
+    inputs = jnp.asarray(rng.standard_normal((w_xh.shape[0], t * b)).astype(np.float32))  # [F + H, T B]
+    dz_all = jnp.asarray(rng.standard_normal((t * b, w_xh.shape[1])).astype(np.float32))  # [T B, nH]
+
+    def back(dh, _):
+        return jnp.tile(dh, (1, blocks)) @ w_h.T, None
+
+    @jax.jit
+    def fn(w_xh, xs_TB, inputs, dz_all):
+        h = jax.lax.scan(_matmul_loop(w_xh, hidden), jnp.zeros((b, hidden), jnp.float32), xs_TB)[0]
+        dh = jax.lax.scan(back, h, None, length=t)[0]
+        return dh, inputs @ dz_all
+
+    return Contender(NAME, lambda: fn(w_xh, xs_TB, inputs, dz_all), dict,
+                     "forward matmul loop + reverse dz @ w_h^T loop + one weight-gradient matmul")
+
+
+BUILDERS = {"forward": forward, "train": train, "rollout": rollout}
