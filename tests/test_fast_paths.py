@@ -247,6 +247,8 @@ def test_plan_keeps_residuals_while_small_and_recomputes_past_the_memory_budget(
     very_long = plan_module.plan_for(8, 10_000, 8, 256, "lstm", backend="cpu")
     assert medium.custom_vjp and not medium.recompute and medium.chunk == 10
     assert very_long.recompute and 2 <= very_long.chunk <= 100
+    # past ~32 MB of kept arrays (the large config: ~210 MB) each chunk's forward pass is recomputed
+    assert plan_module.plan_for(128, 200, 32, 256, "lstm", backend="cpu").recompute
     assert plan_module.plan_for(32, 50, 2, 32, "gru", backend="cpu").use_reference
     assert plan_module.plan_for(64, 100, 8, 128, "gru", backend="gpu").hoist  # unmeasured GPU choice
 

@@ -14,9 +14,10 @@ A cell gives its maths as a `Gated` (one step forward, one step backward); the e
   expensive (each call allocates its temporaries anew; past 32 MB that means page faults every call),
   so the plan keeps the residuals only while they are small.
 
-What a step keeps is packed into one `[T, n, B, H]` array (one write per step) and read back with one
-dynamic slice per `[B, H]` entry: XLA:CPU compiles a loop fusion that slices blocks out of a dynamically
-indexed array to slow scalar code (measured 2.5x slower), one dynamic slice per block it does not.
+What a step keeps is a tuple of `[T, B, H]` arrays, one per entry, each read back with its own dynamic
+slice: XLA:CPU compiles a loop fusion that slices blocks out of a dynamically indexed array to slow
+scalar code (measured 2.5x slower), and separate arrays measured faster than one packed `[T, n, B, H]`
+array (BENCHMARKS.md, "attempts").
 """
 
 from __future__ import annotations
@@ -100,17 +101,17 @@ def _projector(maths: Gated, w: Weights, plan: Plan):
 
 
 def _forward(maths: Gated, w: Weights, carry, xs_TB, plan: Plan, keep: bool):
-    """`(carry, ys_TB, packed)`: `packed [T, n, B, H]` holds each step's new carry but `h` (which is
-    `ys`) and its residuals; None unless `keep` (or when there is nothing to keep)."""
+    """`(carry, ys_TB, kept)`: `kept` is the tuple of `[T, B, H]` arrays of each step's new carry but `h`
+    (which is `ys`), then its residuals; None unless `keep` (or when there is nothing to keep)."""
     prepare, project = _projector(maths, w, plan)
 
     def body(carry, x_t):
         new_carry, res = maths.step(w, carry, project(x_t, carry[0]), keep)
         entries = tuple(new_carry[1:]) + (tuple(res) if keep else ())
-        return new_carry, (new_carry[0], jnp.stack(entries) if keep and entries else None)
+        return new_carry, (new_carry[0], entries if keep and entries else None)
 
-    carry, (ys, packed) = lax.scan(body, carry, prepare(xs_TB), unroll=plan.unroll)
-    return carry, ys, packed
+    carry, (ys, kept) = lax.scan(body, carry, prepare(xs_TB), unroll=plan.unroll)
+    return carry, ys, kept
 
 
 def _forward_batch_major(maths: Gated, w: Weights, carry, xs_TB, plan: Plan):
@@ -129,21 +130,18 @@ def _forward_batch_major(maths: Gated, w: Weights, carry, xs_TB, plan: Plan):
     return carry, jnp.swapaxes(ys, 0, 1)
 
 
-def _backward(maths: Gated, w: Weights, start, d_carry, dys_TB, ys_TB, packed, plan: Plan):
+def _backward(maths: Gated, w: Weights, start, d_carry, dys_TB, ys_TB, kept, plan: Plan):
     """Reverse loop over one stretch that began from carry `start`: `(d_carry_at_start, dzx_TB, dzh_TB)`."""
     w_h_t = w.w_h.T
     n_rest = len(start) - 1
     time = ys_TB.shape[0]
 
-    def entry(a, t, k=None):
-        """`a[t]` (`a[t, k]` in `packed`), one dynamic slice."""
-        if k is None:
-            return lax.dynamic_index_in_dim(a, t, keepdims=False)
-        index = (t,) + tuple(jnp.asarray(i, t.dtype) for i in (k, 0, 0))  # one index dtype (also under x64)
-        return lax.dynamic_slice(a, index, (1, 1) + a.shape[2:])[0, 0]
+    def entry(a, t):
+        """`a[t]`, one dynamic slice."""
+        return lax.dynamic_index_in_dim(a, t, keepdims=False)
 
     def carry_at(t):
-        return (entry(ys_TB, t),) + tuple(entry(packed, t, k) for k in range(n_rest))
+        return (entry(ys_TB, t),) + tuple(entry(kept[k], t) for k in range(n_rest))
 
     blocks = w.w_h.shape[1] // w.w_h.shape[0]
     w_h_t_blocks = _gate_blocks(w.w_h, blocks)
@@ -158,7 +156,7 @@ def _backward(maths: Gated, w: Weights, start, d_carry, dys_TB, ys_TB, packed, p
         d_carry, t = state
         first = t == 0  # the step began from `start`
         prev = tuple(jnp.where(first, s, c) for s, c in zip(start, carry_at(jnp.maximum(t - 1, 0))))
-        res = tuple(entry(packed, t, k) for k in range(n_rest, maths.kept - 1))
+        res = tuple(entry(kept[k], t) for k in range(n_rest, maths.kept - 1))
         d_carry = (d_carry[0] + entry(dys_TB, t),) + tuple(d_carry[1:])
         dh_direct, d_rest, dzx, dzh = maths.backward(w, prev, carry_at(t), res, d_carry)
         dh = recurrent_grad(dzh) if dh_direct is None else dh_direct + recurrent_grad(dzh)
@@ -196,15 +194,15 @@ def _split(a, n: int, k: int):
     return a[:n * k].reshape((n, k) + a.shape[1:])
 
 
-def _carry_from(ys, packed, n_rest, t):
-    """The carry after step `t` (static) out of the outputs and the packed array."""
-    return (ys[t],) + tuple(packed[t, k] for k in range(n_rest))
+def _carry_from(ys, kept, n_rest, t):
+    """The carry after step `t` (static) out of the outputs and the kept arrays."""
+    return (ys[t],) + tuple(kept[k][t] for k in range(n_rest))
 
 
 def sequence(maths: Gated, plan: Plan):
     """`(w, carry, xs_TB) -> (carry, ys_TB)`: the loop, with this module's backward pass if `plan` says.
 
-    Saved for the backward pass: every step's packed carry and residuals (`plan.recompute` False), or the
+    Saved for the backward pass: every step's carry and residuals (`plan.recompute` False), or the
     carry at the start of each chunk only (`plan.recompute` True; each chunk's forward runs again).
     The backward pass walks the chunks from the last; each adds its weight gradients.
     """
@@ -223,8 +221,8 @@ def sequence(maths: Gated, plan: Plan):
         k = chunk_length(time, plan.chunk)
         n = time // k
         if not plan.recompute:
-            new_carry, ys, packed = _forward(maths, w, carry, xs_TB, plan, keep=True)
-            return (new_carry, ys), (w, xs_TB, carry, ys, packed, None)
+            new_carry, ys, kept = _forward(maths, w, carry, xs_TB, plan, keep=True)
+            return (new_carry, ys), (w, xs_TB, carry, ys, () if kept is None else kept, None)
 
         def chunk(carry, xs_c):
             new_carry, ys_c, _ = _forward(maths, w, carry, xs_c, plan, keep=False)
@@ -239,43 +237,44 @@ def sequence(maths: Gated, plan: Plan):
             ys = jnp.concatenate([ys, ys_rest], axis=0)
         return (new_carry, ys), (w, xs_TB, carry, ys, None, (starts, last_start))
 
-    def chunk_grads(w, start, xs_c, dys_c, d_carry, ys_c=None, packed_c=None):
+    def chunk_grads(w, start, xs_c, dys_c, d_carry, ys_c=None, kept_c=None):
         """One stretch's backward from the gradient at its end: `(d_carry_at_start, grads, dxs)`."""
         if ys_c is None:  # recompute the stretch's forward, keeping its residuals
-            _, ys_c, packed_c = _forward(maths, w, start, xs_c, plan, keep=True)
-        d_carry, dzx, dzh = _backward(maths, w, start, d_carry, dys_c, ys_c, packed_c, plan)
+            _, ys_c, kept_c = _forward(maths, w, start, xs_c, plan, keep=True)
+        d_carry, dzx, dzh = _backward(maths, w, start, d_carry, dys_c, ys_c, kept_c, plan)
         h_prev = jnp.concatenate([start[0][None], ys_c[:-1]], axis=0)
         g, dxs = _grads(w, xs_c, h_prev, dzx, dzh)
         return d_carry, g, dxs
 
     def bwd(saved, cotangents):
-        w, xs_TB, carry0, ys, packed, starts = saved
+        w, xs_TB, carry0, ys, kept, starts = saved
+        recomputed = starts is not None  # else every step's residuals were kept (`kept`, maybe empty)
         d_carry, dys = cotangents
         time = xs_TB.shape[0]
         k = chunk_length(time, plan.chunk)
         n = time // k
         n_rest = len(carry0) - 1
-        if starts is None:  # residuals kept
+        if not recomputed:
             if k == time:
-                d_carry, g, dxs = chunk_grads(w, carry0, xs_TB, dys, d_carry, ys, packed)
+                d_carry, g, dxs = chunk_grads(w, carry0, xs_TB, dys, d_carry, ys, kept)
                 return g, d_carry, dxs
-            ends = tuple([ys[k - 1:n * k - 1:k]] + [packed[k - 1:n * k - 1:k, j] for j in range(n_rest)])
+            ends = tuple([ys[k - 1:n * k - 1:k]] + [kept[j][k - 1:n * k - 1:k] for j in range(n_rest)])
             head = tuple(jnp.concatenate([c[None], e], axis=0) for c, e in zip(carry0, ends))
-            starts = (head, _carry_from(ys, packed, n_rest, n * k - 1) if n * k < time else None)
+            starts = (head, _carry_from(ys, kept, n_rest, n * k - 1) if n * k < time else None)
         head_starts, last_start = starts
         g = jax.tree.map(jnp.zeros_like, w)
         dxs_rest = None
         if n * k < time:
-            rest = (ys[n * k:], packed[n * k:]) if packed is not None else (None, None)
+            rest = (ys[n * k:], tuple(a[n * k:] for a in kept)) if not recomputed else (None, None)
             d_carry, g, dxs_rest = chunk_grads(w, last_start, xs_TB[n * k:], dys[n * k:], d_carry, *rest)
 
         def body(state, inputs):
             d_carry, g = state
-            start, xs_c, dys_c, ys_c, packed_c = inputs
-            d_carry, g_c, dxs_c = chunk_grads(w, start, xs_c, dys_c, d_carry, ys_c, packed_c)
+            start, xs_c, dys_c, ys_c, kept_c = inputs
+            d_carry, g_c, dxs_c = chunk_grads(w, start, xs_c, dys_c, d_carry, ys_c, kept_c)
             return (d_carry, jax.tree.map(jnp.add, g, g_c)), dxs_c
 
-        kept_n = (_split(ys, n, k), _split(packed, n, k)) if packed is not None else (None, None)
+        kept_n = (_split(ys, n, k), tuple(_split(a, n, k) for a in kept)) if not recomputed else (None, None)
         inputs = (head_starts, _split(xs_TB, n, k), _split(dys, n, k)) + kept_n
         (d_carry, g), dxs = lax.scan(body, (d_carry, g), inputs, reverse=True)
         dxs = dxs.reshape((n * k,) + dxs.shape[2:])
