@@ -90,6 +90,7 @@ def measure(contenders: list[Contender], *, rounds: int = 15, min_block_s: float
         order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
         for c in order:
             time.sleep(pause_s)
+            wait(c.run())  # untimed: the block then times this contender's steady state, not the switch
             samples[c.name].append(_time_calls(c.run, calls[c.name]))
     out = {}
     for c in contenders:

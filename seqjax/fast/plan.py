@@ -38,9 +38,10 @@ class Plan(NamedTuple):
 # (32 MB) its pages are reused from call to call, above it every call page-faults all of it again
 # (measured: 24 MB of temporaries cost 3 ms a call, 34 MB cost 16-26 ms). Chunking the backward pass keeps
 # `dz` for one chunk only, which brings medium sizes under the threshold. Past it, recomputing each
-# chunk's forward pass in the backward pass measured faster than keeping every step's gates (train step,
-# kept in separate arrays: B 64, T 200, H 128: 61 vs 64 ms; large 289-294 vs 321; long 149 vs 169; many
-# 210 vs 238; GRU many 160 vs 200), while at medium (26 MB) keeping them is faster (23 vs 30 ms).
+# chunk's forward pass in the backward pass measured as fast as keeping every step's gates or faster
+# (train step: B 64, T 200, H 128: 61 vs 64 ms; long 149 vs 169; many 223-231 vs 237; large within the
+# noise, 307-345 vs 321) with a quarter of the memory, while at medium (26 MB) keeping them is faster
+# (23 vs 30 ms).
 _KEEP_BYTES = 32 * 2**20
 _SMALL_BYTES = 4 * 2**20
 _CHUNK_BYTES = 16 * 2**20
