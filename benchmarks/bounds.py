@@ -8,8 +8,8 @@ the optimiser all cost extra). PyTorch is not bound by it: its oneDNN LSTM sprea
 the cores.
 
 - forward: `T` steps of `z = [x_t, h] @ [w_x; w_h]`, `h = z[:, :H]` (no gates, nothing written out).
-- rollout: the same loop over the warm-up and the closed-loop steps (the head is left out: it can be
-  folded into `w_h`).
+- rollout: the same loop over the warm-up's context, then the closed-loop steps with zero inputs (the
+  head is left out: it can be folded into `w_h`).
 - train: that forward loop, a reverse loop of `T` steps `dh = dz @ w_h^T` (`dz` = `dh` tiled over the
   gates), and the weight gradient as one `[F + H, T B] @ [T B, nH]` matmul over prepared arrays (no
   fresh memory, no Adam).
@@ -43,22 +43,23 @@ def _weights(problem: Problem):
     return w_xh, problem.config.hidden
 
 
-def forward(problem: Problem) -> Contender:
+def _matmul_loop_contender(problem: Problem, xs_TB, how: str) -> Contender:
     w_xh, hidden = _weights(problem)
-    xs_TB = jnp.asarray(np.swapaxes(problem.xs, 0, 1))
     h0 = jnp.zeros((problem.config.batch, hidden), jnp.float32)
     fn = jax.jit(lambda w, h, xs: jax.lax.scan(_matmul_loop(w, hidden), h, xs)[0])
-    return Contender(NAME, lambda: fn(w_xh, h0, xs_TB), dict, "lax.scan of [x_t, h] @ [w_x; w_h] only")
+    return Contender(NAME, lambda: fn(w_xh, h0, xs_TB), dict, how)
+
+
+def forward(problem: Problem) -> Contender:
+    xs_TB = jnp.asarray(np.swapaxes(problem.xs, 0, 1))
+    return _matmul_loop_contender(problem, xs_TB, "lax.scan of [x_t, h] @ [w_x; w_h] only")
 
 
 def rollout(problem: Problem) -> Contender:
-    w_xh, hidden = _weights(problem)
-    steps = problem.context.shape[1] + problem.closed_loop
-    xs_TB = jnp.zeros((steps, problem.config.batch, problem.config.features), jnp.float32)
-    h0 = jnp.zeros((problem.config.batch, hidden), jnp.float32)
-    fn = jax.jit(lambda w, h, xs: jax.lax.scan(_matmul_loop(w, hidden), h, xs)[0])
-    return Contender(NAME, lambda: fn(w_xh, h0, xs_TB), dict,
-                     f"lax.scan of [x_t, h] @ [w_x; w_h] only, {steps} steps")
+    closed = np.zeros((problem.closed_loop,) + problem.context.shape[::2], np.float32)  # [steps, B, F]
+    xs_TB = jnp.asarray(np.concatenate([np.swapaxes(problem.context, 0, 1), closed], axis=0))
+    steps = xs_TB.shape[0]
+    return _matmul_loop_contender(problem, xs_TB, f"lax.scan of [x_t, h] @ [w_x; w_h] only, {steps} steps")
 
 
 def train(problem: Problem) -> Contender:

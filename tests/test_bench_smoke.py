@@ -70,15 +70,36 @@ def test_bound_is_timed_but_never_the_fastest_peer():
         [r._replace(config="medium", timings={**r.timings, "flax": {"median_ms": 2.5}})], 100.0)
 
 
-@pytest.mark.parametrize("task", problems.TASKS)
-def test_bounds_run_the_matmuls_of_each_task(task):
+def _matmul_loop_np(problem, xs_TBF, h):
+    """NumPy float64 reference of the bound's forward loop: `h = ([x_t, h] @ [w_x; w_h])[:, :H]`."""
+    w_xh = np.concatenate([problem.layer["w_x"], problem.layer["w_h"]], axis=0).astype(np.float64)
+    for x_t in xs_TBF:
+        h = (np.concatenate([x_t, h], axis=-1) @ w_xh)[:, :problem.config.hidden]
+    return h
+
+
+@pytest.mark.parametrize("cell", problems.CELLS)
+def test_bounds_compute_the_recurrent_matmuls(cell):
     from benchmarks import bounds
 
-    for cell in problems.CELLS:
-        problem = problems.make_problem(TINY, cell)
-        out = timing.wait(bounds.BUILDERS[task](problem).run())
-        h = out[0] if isinstance(out, tuple) else out
-        assert h.shape == (TINY.batch, TINY.hidden) and np.all(np.isfinite(np.asarray(h)))
+    problem = problems.make_problem(TINY, cell)  # B 4, T 12, F 3, H 8
+    b, f, h = TINY.batch, TINY.features, TINY.hidden
+    h0 = np.zeros((b, h))
+    want = _matmul_loop_np(problem, np.swapaxes(problem.xs, 0, 1), h0)
+    np.testing.assert_allclose(np.asarray(bounds.forward(problem).run()), want, rtol=1e-4, atol=1e-6)
+    short = problems.make_problem(TINY, cell, closed_loop=3)  # 200 contracting steps would end near zero
+    context_then_zeros = np.concatenate([np.swapaxes(short.context, 0, 1), np.zeros((3, b, f))], axis=0)
+    want = _matmul_loop_np(short, context_then_zeros, h0)
+    assert np.abs(want).max() > 1e-3  # a loop that stays zero would compare equal to anything zero
+    np.testing.assert_allclose(np.asarray(bounds.rollout(short).run()), want, rtol=1e-4, atol=1e-6)
+    dh, w_grad = timing.wait(bounds.train(problem).run())
+    blocks = problem.layer["w_h"].shape[1] // h
+    want = _matmul_loop_np(problem, np.swapaxes(problem.xs, 0, 1), h0)
+    for _ in range(TINY.time):
+        want = np.tile(want, (1, blocks)) @ problem.layer["w_h"].T.astype(np.float64)
+    assert np.abs(want).max() > 1e-3
+    np.testing.assert_allclose(np.asarray(dh), want, rtol=1e-4, atol=1e-6)
+    assert w_grad.shape == (f + h, blocks * h)
 
 
 def test_memory_variant_reports_a_smaller_plan_with_remat():

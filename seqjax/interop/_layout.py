@@ -120,22 +120,30 @@ def params_to_numpy(params: dict) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in params.items()}  # writable copies (torch.from_numpy warns otherwise)
 
 
-def check_fits(cell: Cell, params, where: str):
+def check_bidirectional_sides(cell: Cell, where: str, wrapper: str):
+    """A bidirectional cell's two sides must be recurrent cells for `wrapper` (another framework's layer)."""
+    for side in ("forward", "backward"):
+        if cell.config[side].name not in RECURRENT:
+            raise ValueError(f"{where}: {wrapper}; the {side} cell is sj.{cell.config[side].name}")
+
+
+def _fits(cell: Cell, params, where: str, what: str):
     """Runs `cell.input_spec(params)` (which checks every shape, and a chain's links) with `where` prefixed."""
     try:
         cell.input_spec(params)
     except (ValueError, TypeError) as e:
-        raise type(e)(f"{where}: the converted weights do not fit the cell: {e}") from e
+        raise type(e)(f"{where}: {what} do not fit the cell: {e}") from e
     return params
+
+
+def check_fits(cell: Cell, params, where: str):
+    """The converted weights checked against the cell after converting them in."""
+    return _fits(cell, params, where, "the converted weights")
 
 
 def check_params(cell: Cell, params, where: str):
     """The params checked against the cell before converting them out."""
-    try:
-        cell.input_spec(params)
-    except (ValueError, TypeError) as e:
-        raise type(e)(f"{where}: params do not fit the cell: {e}") from e
-    return params
+    return _fits(cell, params, where, "params")
 
 
 def make_carry(kind: str, h, c=None):

@@ -41,10 +41,7 @@ def _supported(cell: Cell, where: str) -> Cell:
         raise ValueError(f"{where}: Flax's GRUCell is the reset_after=True form (r * (h U_n + b_hn)); "
                          f"{lay.describe(cell)} cannot be represented")
     if cell.name == "bidirectional":
-        for side in ("forward", "backward"):
-            if cell.config[side].name not in lay.RECURRENT:
-                raise ValueError(f"{where}: nn.Bidirectional wraps nn.RNN layers; the {side} cell is "
-                                 f"sj.{cell.config[side].name}")
+        lay.check_bidirectional_sides(cell, where, "nn.Bidirectional wraps nn.RNN layers")
     return cell
 
 

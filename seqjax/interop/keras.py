@@ -39,10 +39,7 @@ def _supported(cell: Cell, where: str) -> Cell:
                          f"sj.lstm, sj.gru, sj.simple_rnn, sj.dense, sj.embed, sj.activation, sj.bidirectional, "
                          f"sj.chain of them")
     if cell.name == "bidirectional":
-        for side in ("forward", "backward"):
-            if cell.config[side].name not in lay.RECURRENT:
-                raise ValueError(f"{where}: Keras's Bidirectional wraps one recurrent layer; the {side} cell is "
-                                 f"sj.{cell.config[side].name}")
+        lay.check_bidirectional_sides(cell, where, "Keras's Bidirectional wraps one recurrent layer")
     return cell
 
 

@@ -61,3 +61,9 @@ class ShapeGuard:
                     label = f"{name}.{path}" if path else name
                     raise ValueError(f"{self.where}: {label} must have shape {w_shape} and dtype {w_dtype} as "
                                      f"compiled on the first call; got {g_shape} {g_dtype}{hint}")
+
+
+def shape_guard(allow_recompile: bool, where: str, names: tuple[str, ...],
+                hints: dict[str, str] | None = None) -> ShapeGuard | None:
+    """A `ShapeGuard` for a step's arguments, or None when the step may recompile for new shapes."""
+    return None if allow_recompile else ShapeGuard(where, names, hints)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from seqjax.train.objective import LossAux, Objective, call_loss
+from seqjax.train.objective import LossAux, Objective, call_loss, check_objective, objective_and_optimizer
 from seqjax.train.state import TrainState
 
 ON_NONFINITE = ("skip", "raise")
@@ -28,6 +28,15 @@ def check_options(optimizer, clip_norm, on_nonfinite, where: str):
                          f"got {clip_norm!r}")
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"{where}: on_nonfinite must be one of {list(ON_NONFINITE)}; got {on_nonfinite!r}")
+
+
+def checked_training(model, loss, optimizer, clip_norm, on_nonfinite, where: str) -> tuple[Objective, object]:
+    """The step factories' shared front: `(model, loss, optimizer)` or `(objective, optimizer)` as
+    `(objective, optimizer)`, with the objective and the options checked."""
+    obj, optimizer = objective_and_optimizer(model, loss, optimizer, where)
+    obj = check_objective(obj, where)
+    check_options(optimizer, clip_norm, on_nonfinite, where)
+    return obj, optimizer
 
 
 def select(ok, new, old):

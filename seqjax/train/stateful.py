@@ -27,15 +27,9 @@ from jax import lax
 from seqjax.loop import tree_where
 from seqjax.train._batch import as_batch, leading_size
 from seqjax.train._cache import cached_jit
-from seqjax.train._guard import ShapeGuard
-from seqjax.train._update import apply_gradients, check_options, loss_and_grads, select, step_key, value_fn
-from seqjax.train.objective import (
-    Objective,
-    call_loss,
-    check_objective,
-    objective_and_optimizer,
-    objective_for_eval,
-)
+from seqjax.train._guard import shape_guard
+from seqjax.train._update import apply_gradients, checked_training, loss_and_grads, select, step_key, value_fn
+from seqjax.train.objective import Objective, call_loss, objective_for_eval
 from seqjax.train.state import NonFiniteError, TrainBatch
 from seqjax.train.step import RECOMPILE_HINT, check_state, nonfinite_message
 
@@ -99,8 +93,8 @@ class StatefulTrainStep:
         self.where = "seqjax.train.StatefulTrainStep"
         self.obj = obj
         self.on_nonfinite = on_nonfinite
-        self.guard = None if allow_recompile else ShapeGuard(
-            self.where, ("state", "carry", "chunk"), {"chunk": RECOMPILE_HINT, "carry": CARRY_HINT})
+        self.guard = shape_guard(
+            allow_recompile, self.where, ("state", "carry", "chunk"), {"chunk": RECOMPILE_HINT, "carry": CARRY_HINT})
         self.jitted = cached_jit(_build_step, obj, optimizer, clip_norm, donate)
 
     def __call__(self, state, carry, chunk):
@@ -135,9 +129,7 @@ def make_stateful_train_step(model, loss, optimizer=None, *, clip_norm=None, on_
     A carry of another structure or shape than `objective.initial_carry(B)` is refused with a ValueError.
     """
     where = "seqjax.train.make_stateful_train_step"
-    obj, optimizer = objective_and_optimizer(model, loss, optimizer, where)
-    obj = check_objective(obj, where)
-    check_options(optimizer, clip_norm, on_nonfinite, where)
+    obj, optimizer = checked_training(model, loss, optimizer, clip_norm, on_nonfinite, where)
     return StatefulTrainStep(obj, optimizer, clip_norm=clip_norm, on_nonfinite=on_nonfinite,
                              allow_recompile=allow_recompile, donate=donate)
 
@@ -180,8 +172,8 @@ class StatefulEpoch:
         self.where = "seqjax.train.StatefulEpoch"
         self.obj = obj
         self.on_nonfinite = on_nonfinite
-        self.guard = None if allow_recompile else ShapeGuard(
-            self.where, ("state", "carry", "chunks"), {"chunks": RECOMPILE_HINT, "carry": CARRY_HINT})
+        self.guard = shape_guard(
+            allow_recompile, self.where, ("state", "carry", "chunks"), {"chunks": RECOMPILE_HINT, "carry": CARRY_HINT})
         self.jitted = cached_jit(_build_epoch, obj, optimizer, clip_norm, on_nonfinite == "raise", donate)
 
     def __call__(self, state, chunks, carry=None):
@@ -221,9 +213,7 @@ def make_stateful_epoch(model, loss, optimizer=None, *, clip_norm=None, on_nonfi
     - `allow_recompile`: a different number of chunks, batch or chunk length is refused by default.
     """
     where = "seqjax.train.make_stateful_epoch"
-    obj, optimizer = objective_and_optimizer(model, loss, optimizer, where)
-    obj = check_objective(obj, where)
-    check_options(optimizer, clip_norm, on_nonfinite, where)
+    obj, optimizer = checked_training(model, loss, optimizer, clip_norm, on_nonfinite, where)
     return StatefulEpoch(obj, optimizer, clip_norm=clip_norm, on_nonfinite=on_nonfinite,
                          allow_recompile=allow_recompile, donate=donate)
 
@@ -249,8 +239,8 @@ class StatefulEval:
     def __init__(self, obj: Objective, allow_recompile: bool):
         self.where = "seqjax.train.StatefulEval"
         self.obj = obj
-        self.guard = None if allow_recompile else ShapeGuard(
-            self.where, ("params", "carry", "chunks"), {"chunks": RECOMPILE_HINT, "carry": CARRY_HINT})
+        self.guard = shape_guard(
+            allow_recompile, self.where, ("params", "carry", "chunks"), {"chunks": RECOMPILE_HINT, "carry": CARRY_HINT})
         self.jitted = cached_jit(_build_eval, obj)
 
     def __call__(self, params, chunks, carry=None):

@@ -20,15 +20,9 @@ import numpy as np
 
 from seqjax.train._batch import as_batch, leading_size
 from seqjax.train._cache import cached_jit
-from seqjax.train._guard import ShapeGuard
-from seqjax.train._update import apply_gradients, check_options, loss_and_grads, step_key, value_fn
-from seqjax.train.objective import (
-    Objective,
-    call_loss,
-    check_objective,
-    objective_and_optimizer,
-    objective_for_eval,
-)
+from seqjax.train._guard import shape_guard
+from seqjax.train._update import apply_gradients, checked_training, loss_and_grads, step_key, value_fn
+from seqjax.train.objective import Objective, call_loss, objective_for_eval
 from seqjax.train.state import NonFiniteError, TrainState
 
 RECOMPILE_HINT = (" — a jitted step would silently recompile for it; pad the batch and mask the padding "
@@ -69,8 +63,8 @@ class TrainStep:
 
     def __init__(self, obj: Objective, optimizer, *, clip_norm, on_nonfinite, allow_recompile, donate):
         self.on_nonfinite = on_nonfinite
-        self.guard = None if allow_recompile else ShapeGuard("seqjax.train.TrainStep", ("state", "batch"),
-                                                              {"batch": RECOMPILE_HINT})
+        self.guard = shape_guard(allow_recompile, "seqjax.train.TrainStep", ("state", "batch"),
+                                 {"batch": RECOMPILE_HINT})
         self.jitted = cached_jit(_build_train_step, obj, optimizer, clip_norm, donate)
 
     def __call__(self, state: TrainState, batch):
@@ -109,9 +103,7 @@ def make_train_step(model, loss, optimizer=None, *, clip_norm=None, on_nonfinite
     objective's own metrics. Dropout masks come from `fold_in(state.key, state.step)`.
     """
     where = "seqjax.train.make_train_step"
-    obj, optimizer = objective_and_optimizer(model, loss, optimizer, where)
-    obj = check_objective(obj, where)
-    check_options(optimizer, clip_norm, on_nonfinite, where)
+    obj, optimizer = checked_training(model, loss, optimizer, clip_norm, on_nonfinite, where)
     return TrainStep(obj, optimizer, clip_norm=clip_norm, on_nonfinite=on_nonfinite,
                      allow_recompile=allow_recompile, donate=donate)
 
@@ -131,8 +123,8 @@ class EvalStep:
     """`evaluate(params, batch) -> metrics`: the objective's loss and metrics without dropout."""
 
     def __init__(self, obj: Objective, allow_recompile: bool):
-        self.guard = None if allow_recompile else ShapeGuard("seqjax.train.EvalStep", ("params", "batch"),
-                                                              {"batch": RECOMPILE_HINT})
+        self.guard = shape_guard(allow_recompile, "seqjax.train.EvalStep", ("params", "batch"),
+                                 {"batch": RECOMPILE_HINT})
         self.jitted = cached_jit(_build_eval_step, obj)
 
     def __call__(self, params, batch):
