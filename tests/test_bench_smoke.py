@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import bench, memory, problems, report, seqjax_tasks, timing
+from benchmarks import bench, memory, problems, profile, report, seqjax_tasks, timing
 
 TINY = problems.QUICK_CONFIGS["tiny"]
 
@@ -106,3 +106,24 @@ def test_memory_variant_reports_a_smaller_plan_with_remat():
     plain = memory.run_variant(2, 120, 2, 8, None, execute=False)
     chunked = memory.run_variant(2, 120, 2, 8, 12, execute=False)
     assert chunked["xla_temp_mb"] < 0.5 * plain["xla_temp_mb"]
+
+
+def test_profile_sums_leaf_operations_by_how_often_they_run():
+    """Loops, executors and Python frames are not counted; a step's operations are told from a chunk's."""
+    steps, calls = 4, 2
+
+    def event(name, dur):
+        return {"ph": "X", "name": name, "dur": dur}
+
+    events = [event("ThunkExecutor::Execute", 10_000), event("while.3", 9_000), event("$api.py:1 f", 1e6),
+              event("end: dot.1", 5), {"ph": "i", "name": "dot.1"}]
+    events += [event("ynn_fusion.1", 300)] * (steps * calls) + [event("add_fusion", 100)] * (2 * steps * calls)
+    events += [event("dot_general.2", 1000)] * (2 * calls) + [event("copy.4", 2000)] * calls
+    leaves = profile.leaf_times(events, calls)
+    assert set(leaves) == {"ynn_fusion.1", "add_fusion", "dot_general.2", "copy.4"}
+    assert leaves["add_fusion"] == pytest.approx((0.8, 8))  # ms per call, runs per call
+    assert profile.group(leaves, steps) == pytest.approx({
+        ("per step", "matmul"): 1.2, ("per step", "other"): 0.8, ("per chunk", "matmul"): 2.0,
+        ("once", "other"): 2.0})
+    assert profile.steps_of(problems.CONFIGS["large"], "train") == 200
+    assert profile.steps_of(problems.CONFIGS["large"], "rollout") == 100  # gcd of warm-up and closed loop

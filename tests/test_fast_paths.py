@@ -20,7 +20,7 @@ B, T, F, H = 3, 7, 2, 5
 CELLS = {"lstm": sj.lstm, "gru": sj.gru, "simple_rnn": sj.simple_rnn}
 # chunk=4 with T=7: one chunk of 4 and a ragged last chunk of 3
 PLANS = [Plan(), Plan(chunk=4), Plan(chunk=4, recompute=True), Plan(hoist=True), Plan(unroll=3),
-         Plan(fuse_xh=True, chunk=2, recompute=True), Plan(custom_vjp=False)]
+         Plan(fuse_xh=True, chunk=2, recompute=True), Plan(custom_vjp=False), Plan(batch_major=False, chunk=3)]
 # every plan on the LSTM, the ones that change what is kept or the loop body on the others
 CASES = [("lstm", p) for p in PLANS] + [(n, p) for n in ("gru", "simple_rnn") for p in PLANS[:4]]
 

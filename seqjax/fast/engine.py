@@ -73,7 +73,28 @@ def _gate_blocks(xp, blocks: int):
     return tuple(xp[..., k * hidden:(k + 1) * hidden] for k in range(blocks))
 
 
-def _projector(maths: Gated, w: Weights, plan: Plan):
+class Derived(NamedTuple):
+    """The weights in the forms the loops use, formed once before any loop: XLA:CPU does not move them
+    out of a loop (a `w_h^T` formed in the chunk loop cost 5 ms of copies per large train step).
+
+    `w_xh [F + H, nH]`: `[w_x; w_h]` (None unless the plan fuses the two matmuls of an additive cell);
+    `w_h_t [nH, H]`: `w_h^T`; `w_h_t_blocks`: its `[H, H]` gate blocks (for cells whose backward gives
+    the recurrent gradient block by block). What a loop does not use is never computed.
+    """
+
+    w_xh: Optional[jax.Array]
+    w_h_t: jax.Array
+    w_h_t_blocks: tuple
+
+
+def _derive(maths: Gated, w: Weights, plan: Plan) -> Derived:
+    blocks = w.w_h.shape[1] // w.w_h.shape[0]
+    fused = maths.additive and plan.fuse_xh and not plan.hoist
+    return Derived(jnp.concatenate([w.w_x, w.w_h], axis=0) if fused else None, w.w_h.T,
+                   tuple(wk.T for wk in _gate_blocks(w.w_h, blocks)))
+
+
+def _projector(maths: Gated, w: Weights, d: Derived, plan: Plan):
     """`(prepare, project)`: `prepare(xs_TB)` is what the loop scans over, `project(input_t, h)` the step's
     gate blocks. Hoisted, the input projection of every step is one matmul before the loop, split into
     per-gate `[T, B, H]` arrays; otherwise the loop projects `x_t` itself."""
@@ -86,11 +107,9 @@ def _projector(maths: Gated, w: Weights, plan: Plan):
             return tuple(a + b for a, b in zip(xp_t, _gate_blocks(h @ w.w_h, blocks)))
 
         return lambda xs_TB: _gate_blocks(xs_TB @ w.w_x + w.b_x, blocks), project
-    if maths.additive and plan.fuse_xh:
-        w_xh = jnp.concatenate([w.w_x, w.w_h], axis=0)  # formed once, outside the loop
-
+    if d.w_xh is not None:
         def project(x_t, h):
-            return _gate_blocks(jnp.concatenate([x_t, h], axis=-1) @ w_xh + w.b_x, blocks)
+            return _gate_blocks(jnp.concatenate([x_t, h], axis=-1) @ d.w_xh + w.b_x, blocks)
     elif maths.additive:
         def project(x_t, h):
             return _gate_blocks(x_t @ w.w_x + h @ w.w_h + w.b_x, blocks)  # the reference step's order
@@ -100,10 +119,10 @@ def _projector(maths: Gated, w: Weights, plan: Plan):
     return lambda xs_TB: xs_TB, project
 
 
-def _forward(maths: Gated, w: Weights, carry, xs_TB, plan: Plan, keep: bool):
+def _forward(maths: Gated, w: Weights, d: Derived, carry, xs_TB, plan: Plan, keep: bool):
     """`(carry, ys_TB, kept)`: `kept` is the tuple of `[T, B, H]` arrays of each step's new carry but `h`
     (which is `ys`), then its residuals; None unless `keep` (or when there is nothing to keep)."""
-    prepare, project = _projector(maths, w, plan)
+    prepare, project = _projector(maths, w, d, plan)
 
     def body(carry, x_t):
         new_carry, res = maths.step(w, carry, project(x_t, carry[0]), keep)
@@ -114,10 +133,10 @@ def _forward(maths: Gated, w: Weights, carry, xs_TB, plan: Plan, keep: bool):
     return carry, ys, kept
 
 
-def _forward_batch_major(maths: Gated, w: Weights, carry, xs_TB, plan: Plan):
+def _forward_batch_major(maths: Gated, w: Weights, d: Derived, carry, xs_TB, plan: Plan):
     """`(carry, ys_TB)` with the outputs written into a `[B, T, H]` buffer in the loop: `ys_TB` is its
     transpose, which `scan`'s transpose back to `[B, T, H]` cancels (no copy of the whole output)."""
-    prepare, project = _projector(maths, w, plan)
+    prepare, project = _projector(maths, w, d, plan)
     time, batch = xs_TB.shape[:2]
     ys = jnp.zeros((batch, time, w.w_h.shape[0]), carry[0].dtype)
 
@@ -130,9 +149,8 @@ def _forward_batch_major(maths: Gated, w: Weights, carry, xs_TB, plan: Plan):
     return carry, jnp.swapaxes(ys, 0, 1)
 
 
-def _backward(maths: Gated, w: Weights, start, d_carry, dys_TB, ys_TB, kept, plan: Plan):
+def _backward(maths: Gated, w: Weights, d: Derived, start, d_carry, dys_TB, ys_TB, kept, plan: Plan):
     """Reverse loop over one stretch that began from carry `start`: `(d_carry_at_start, dzx_TB, dzh_TB)`."""
-    w_h_t = w.w_h.T
     n_rest = len(start) - 1
     time = ys_TB.shape[0]
 
@@ -143,14 +161,11 @@ def _backward(maths: Gated, w: Weights, start, d_carry, dys_TB, ys_TB, kept, pla
     def carry_at(t):
         return (entry(ys_TB, t),) + tuple(entry(kept[k], t) for k in range(n_rest))
 
-    blocks = w.w_h.shape[1] // w.w_h.shape[0]
-    w_h_t_blocks = _gate_blocks(w.w_h, blocks)
-
     def recurrent_grad(dzh):
         """`dzh @ w_h^T`: one matmul, or one per gate block when the cell gives the blocks apart."""
         if isinstance(dzh, tuple):
-            return sum(d @ wk.T for d, wk in zip(dzh, w_h_t_blocks))
-        return dzh @ w_h_t
+            return sum(dz_k @ wk_t for dz_k, wk_t in zip(dzh, d.w_h_t_blocks))
+        return dzh @ d.w_h_t
 
     def body(state, _):
         d_carry, t = state
@@ -208,9 +223,10 @@ def sequence(maths: Gated, plan: Plan):
     """
 
     def primal(w, carry, xs_TB):
+        d = _derive(maths, w, plan)
         if plan.batch_major:
-            return _forward_batch_major(maths, w, carry, xs_TB, plan)
-        carry, ys, _ = _forward(maths, w, carry, xs_TB, plan, keep=False)
+            return _forward_batch_major(maths, w, d, carry, xs_TB, plan)
+        carry, ys, _ = _forward(maths, w, d, carry, xs_TB, plan, keep=False)
         return carry, ys
 
     if not plan.custom_vjp:
@@ -220,12 +236,13 @@ def sequence(maths: Gated, plan: Plan):
         time = xs_TB.shape[0]
         k = chunk_length(time, plan.chunk)
         n = time // k
+        d = _derive(maths, w, plan)
         if not plan.recompute:
-            new_carry, ys, kept = _forward(maths, w, carry, xs_TB, plan, keep=True)
+            new_carry, ys, kept = _forward(maths, w, d, carry, xs_TB, plan, keep=True)
             return (new_carry, ys), (w, xs_TB, carry, ys, () if kept is None else kept, None)
 
         def chunk(carry, xs_c):
-            new_carry, ys_c, _ = _forward(maths, w, carry, xs_c, plan, keep=False)
+            new_carry, ys_c, _ = _forward(maths, w, d, carry, xs_c, plan, keep=False)
             return new_carry, (ys_c, carry)
 
         new_carry, (ys, starts) = lax.scan(chunk, carry, _split(xs_TB, n, k))
@@ -233,15 +250,15 @@ def sequence(maths: Gated, plan: Plan):
         last_start = None
         if n * k < time:  # a ragged last chunk starts where the others end
             last_start = new_carry
-            new_carry, ys_rest, _ = _forward(maths, w, new_carry, xs_TB[n * k:], plan, keep=False)
+            new_carry, ys_rest, _ = _forward(maths, w, d, new_carry, xs_TB[n * k:], plan, keep=False)
             ys = jnp.concatenate([ys, ys_rest], axis=0)
         return (new_carry, ys), (w, xs_TB, carry, ys, None, (starts, last_start))
 
-    def chunk_grads(w, start, xs_c, dys_c, d_carry, ys_c=None, kept_c=None):
+    def chunk_grads(w, d, start, xs_c, dys_c, d_carry, ys_c=None, kept_c=None):
         """One stretch's backward from the gradient at its end: `(d_carry_at_start, grads, dxs)`."""
         if ys_c is None:  # recompute the stretch's forward, keeping its residuals
-            _, ys_c, kept_c = _forward(maths, w, start, xs_c, plan, keep=True)
-        d_carry, dzx, dzh = _backward(maths, w, start, d_carry, dys_c, ys_c, kept_c, plan)
+            _, ys_c, kept_c = _forward(maths, w, d, start, xs_c, plan, keep=True)
+        d_carry, dzx, dzh = _backward(maths, w, d, start, d_carry, dys_c, ys_c, kept_c, plan)
         h_prev = jnp.concatenate([start[0][None], ys_c[:-1]], axis=0)
         g, dxs = _grads(w, xs_c, h_prev, dzx, dzh)
         return d_carry, g, dxs
@@ -254,9 +271,10 @@ def sequence(maths: Gated, plan: Plan):
         k = chunk_length(time, plan.chunk)
         n = time // k
         n_rest = len(carry0) - 1
+        d = _derive(maths, w, plan)
         if not recomputed:
             if k == time:
-                d_carry, g, dxs = chunk_grads(w, carry0, xs_TB, dys, d_carry, ys, kept)
+                d_carry, g, dxs = chunk_grads(w, d, carry0, xs_TB, dys, d_carry, ys, kept)
                 return g, d_carry, dxs
             ends = tuple([ys[k - 1:n * k - 1:k]] + [kept[j][k - 1:n * k - 1:k] for j in range(n_rest)])
             head = tuple(jnp.concatenate([c[None], e], axis=0) for c, e in zip(carry0, ends))
@@ -266,12 +284,12 @@ def sequence(maths: Gated, plan: Plan):
         dxs_rest = None
         if n * k < time:
             rest = (ys[n * k:], tuple(a[n * k:] for a in kept)) if not recomputed else (None, None)
-            d_carry, g, dxs_rest = chunk_grads(w, last_start, xs_TB[n * k:], dys[n * k:], d_carry, *rest)
+            d_carry, g, dxs_rest = chunk_grads(w, d, last_start, xs_TB[n * k:], dys[n * k:], d_carry, *rest)
 
         def body(state, inputs):
             d_carry, g = state
             start, xs_c, dys_c, ys_c, kept_c = inputs
-            d_carry, g_c, dxs_c = chunk_grads(w, start, xs_c, dys_c, d_carry, ys_c, kept_c)
+            d_carry, g_c, dxs_c = chunk_grads(w, d, start, xs_c, dys_c, d_carry, ys_c, kept_c)
             return (d_carry, jax.tree.map(jnp.add, g, g_c)), dxs_c
 
         kept_n = (_split(ys, n, k), tuple(_split(a, n, k) for a in kept)) if not recomputed else (None, None)
