@@ -79,7 +79,7 @@ class Derived(NamedTuple):
 
     `w_xh [F + H, nH]`: `[w_x; w_h]` (None unless the plan fuses the two matmuls of an additive cell);
     `w_h_t [nH, H]`: `w_h^T`; `w_h_t_blocks`: its `[H, H]` gate blocks (for cells whose backward gives
-    the recurrent gradient block by block). What a loop does not use is never computed.
+    the recurrent gradient block by block). XLA drops the forms no loop uses.
     """
 
     w_xh: Optional[jax.Array]
