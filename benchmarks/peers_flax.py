@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.problems import LEARNING_RATE, Problem
+from benchmarks.problems import LEARNING_RATE, Problem, adam_step
 from benchmarks.timing import Contender
 
 NAME = "flax"
@@ -118,12 +118,7 @@ def train(problem: Problem) -> Contender:
     def loss_fn(variables):
         return jnp.mean((model.apply(variables, xs) - targets) ** 2)
 
-    @jax.jit
-    def train_step(variables, opt_state):
-        loss, grads = jax.value_and_grad(loss_fn)(variables)
-        updates, opt_state = optimizer.update(grads, opt_state, variables)
-        return optax.apply_updates(variables, updates), opt_state, loss
-
+    train_step = adam_step(loss_fn, optimizer)
     grad_fn = jax.jit(jax.value_and_grad(loss_fn))
 
     def result():

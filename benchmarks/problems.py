@@ -88,3 +88,18 @@ def forward_flops(config: Config, cell: str) -> float:
     """Multiply-add FLOPs of one forward pass of the recurrent layer (matmuls only)."""
     n = 4 if cell == "lstm" else 3
     return 2.0 * config.batch * config.time * (config.features + config.hidden) * n * config.hidden
+
+
+def adam_step(loss_fn, optimizer):
+    """The train task's update for the JAX contenders: `step(params, opt_state, *data) -> (params,
+    opt_state, loss)`, jitted; `loss_fn(params, *data)` is the contender's MSE."""
+    import jax
+    import optax
+
+    @jax.jit
+    def step(params, opt_state, *data):
+        loss, grads = jax.value_and_grad(loss_fn)(params, *data)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step

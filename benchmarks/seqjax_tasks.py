@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 import seqjax as sj
-from benchmarks.problems import LEARNING_RATE, Problem
+from benchmarks.problems import LEARNING_RATE, Problem, adam_step
 from benchmarks.timing import Contender
 
 
@@ -35,14 +35,7 @@ def mse_loss(model, params, xs, targets, remat=None):
 
 def train_step_fn(model, optimizer, remat=None):
     """`step(params, opt_state, xs, targets) -> (params, opt_state, loss)`, jitted."""
-
-    @jax.jit
-    def train_step(params, opt_state, xs, targets):
-        loss, grads = jax.value_and_grad(lambda p: mse_loss(model, p, xs, targets, remat))(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return train_step
+    return adam_step(lambda p, xs, targets: mse_loss(model, p, xs, targets, remat), optimizer)
 
 
 def forward(problem: Problem) -> Contender:

@@ -127,3 +127,18 @@ def test_profile_sums_leaf_operations_by_how_often_they_run():
         ("once", "other"): 2.0})
     assert profile.steps_of(problems.CONFIGS["large"], "train") == 200
     assert profile.steps_of(problems.CONFIGS["large"], "rollout") == 100  # gcd of warm-up and closed loop
+
+
+def test_adam_step_is_one_adam_update_of_the_given_loss():
+    import jax.numpy as jnp
+    import optax
+
+    def loss(p, x):
+        return jnp.sum((p - x) ** 2)
+
+    p, x = jnp.array([1.0, -2.0, 3.0]), jnp.array([0.5, 0.5, 4.0])
+    new_p, opt_state, value = problems.adam_step(loss, optax.adam(0.1))(p, optax.adam(0.1).init(p), x)
+    assert float(value) == pytest.approx(float(loss(p, x)))
+    # Adam's first update moves every coordinate by the learning rate against its gradient's sign
+    np.testing.assert_allclose(new_p, p - 0.1 * np.sign(p - x), rtol=1e-5)
+    assert int(opt_state[0].count) == 1

@@ -78,20 +78,22 @@ class Derived(NamedTuple):
     out of a loop (a `w_h^T` formed in the chunk loop cost 5 ms of copies per large train step).
 
     `w_xh [F + H, nH]`: `[w_x; w_h]` (None unless the plan fuses the two matmuls of an additive cell);
-    `w_h_t [nH, H]`: `w_h^T`; `w_h_t_blocks`: its `[H, H]` gate blocks (for cells whose backward gives
-    the recurrent gradient block by block). XLA drops the forms no loop uses.
+    `w_h_t [nH, H]`: `w_h^T`, and `w_h_t_blocks`, its `[H, H]` gate blocks (for cells whose backward
+    gives the recurrent gradient block by block): only for the backward pass (else None and `()`).
     """
 
     w_xh: Optional[jax.Array]
-    w_h_t: jax.Array
+    w_h_t: Optional[jax.Array]
     w_h_t_blocks: tuple
 
 
-def _derive(maths: Gated, w: Weights, plan: Plan) -> Derived:
-    blocks = w.w_h.shape[1] // w.w_h.shape[0]
+def _derive(maths: Gated, w: Weights, plan: Plan, backward: bool = False) -> Derived:
     fused = maths.additive and plan.fuse_xh and not plan.hoist
-    return Derived(jnp.concatenate([w.w_x, w.w_h], axis=0) if fused else None, w.w_h.T,
-                   tuple(wk.T for wk in _gate_blocks(w.w_h, blocks)))
+    w_xh = jnp.concatenate([w.w_x, w.w_h], axis=0) if fused else None
+    if not backward:
+        return Derived(w_xh, None, ())
+    blocks = w.w_h.shape[1] // w.w_h.shape[0]
+    return Derived(w_xh, w.w_h.T, tuple(wk.T for wk in _gate_blocks(w.w_h, blocks)))
 
 
 def _projector(maths: Gated, w: Weights, d: Derived, plan: Plan):
@@ -271,7 +273,7 @@ def sequence(maths: Gated, plan: Plan):
         k = chunk_length(time, plan.chunk)
         n = time // k
         n_rest = len(carry0) - 1
-        d = _derive(maths, w, plan)
+        d = _derive(maths, w, plan, backward=True)
         if not recomputed:
             if k == time:
                 d_carry, g, dxs = chunk_grads(w, d, carry0, xs_TB, dys, d_carry, ys, kept)
