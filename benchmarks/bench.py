@@ -112,6 +112,10 @@ def main(argv=None) -> dict:
     print(f"peers: {', '.join(peers)}" + "".join(f"; {k}: {v}" for k, v in missing.items()), flush=True)
     peak = matmul_peak_gflops(256 if args.quick else 1024, 3 if args.quick else 20)
     print(f"jnp.dot peak here: {peak:.0f} GFLOP/s", flush=True)
+    memory_system = report.machine()
+    sees = "sees" if memory_system["seqjax_sees_huge_pages"] else "does not see"
+    print(f"transparent huge pages: {memory_system['transparent_hugepage']}, GLIBC_TUNABLES="
+          f"{memory_system['glibc_tunables']!r}: seqjax's plan {sees} huge pages", flush=True)
     rows = []
     for config in configs.values():
         for cell in cells:

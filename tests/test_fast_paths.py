@@ -243,14 +243,62 @@ def test_remat_errors_name_the_argument():
 def test_plan_keeps_residuals_while_small_and_recomputes_past_the_memory_budget():
     from seqjax.fast import plan as plan_module
 
-    medium = plan_module.plan_for(64, 100, 8, 128, "lstm", backend="cpu")
-    very_long = plan_module.plan_for(8, 10_000, 8, 256, "lstm", backend="cpu")
+    medium = plan_module.plan_for(64, 100, 8, 128, "lstm", backend="cpu", huge=False)
+    very_long = plan_module.plan_for(8, 10_000, 8, 256, "lstm", backend="cpu", huge=False)
     assert medium.custom_vjp and not medium.recompute and medium.chunk == 10
     assert very_long.recompute and 2 <= very_long.chunk <= 100
     # past ~32 MB of kept arrays (the large config: ~210 MB) each chunk's forward pass is recomputed
-    assert plan_module.plan_for(128, 200, 32, 256, "lstm", backend="cpu").recompute
-    assert plan_module.plan_for(32, 50, 2, 32, "gru", backend="cpu").use_reference
+    assert plan_module.plan_for(128, 200, 32, 256, "lstm", backend="cpu", huge=False).recompute
+    assert plan_module.plan_for(32, 50, 2, 32, "gru", backend="cpu", huge=False).use_reference
     assert plan_module.plan_for(64, 100, 8, 128, "gru", backend="gpu").hoist  # unmeasured GPU choice
+
+
+def test_plan_with_huge_pages_keeps_residuals_up_to_the_larger_budget():
+    from seqjax.fast import plan as plan_module
+
+    for cell, batch, time, hidden in (("lstm", 128, 200, 256), ("gru", 1024, 50, 128), ("lstm", 16, 2000, 128)):
+        plan = plan_module.plan_for(batch, time, 8, hidden, cell, backend="cpu", huge=True)
+        recomputing = plan_module.plan_for(batch, time, 8, hidden, cell, backend="cpu", huge=False)
+        assert plan.custom_vjp and not plan.recompute and recomputing.recompute, (cell, plan)
+        assert plan.chunk == recomputing.chunk <= round(time ** 0.5)
+    assert plan_module.plan_for(1024, 50, 8, 128, "lstm", backend="cpu", huge=True).chunk == 2  # wide batch
+    # T = 10,000, H = 256: ~650 MB of residuals, past the budget: recomputed, as without huge pages
+    assert plan_module.plan_for(8, 10_000, 8, 256, "lstm", backend="cpu", huge=True).recompute
+    same = plan_module.plan_for(64, 100, 8, 128, "lstm", backend="cpu")
+    assert plan_module.plan_for(64, 100, 8, 128, "lstm", backend="cpu", huge=True) == same
+
+
+def test_huge_pages_reads_the_kernel_mode_and_glibc_tunables(tmp_path, monkeypatch):
+    from seqjax.fast import plan as plan_module
+
+    modes = {"always": "[always] madvise never\n", "madvise": "always [madvise] never\n",
+             "never": "always madvise [never]\n"}
+    for mode, text in modes.items():
+        (tmp_path / mode).write_text(text)
+        assert plan_module._thp_mode(str(tmp_path / mode)) == mode
+    assert plan_module._thp_mode(str(tmp_path / "missing")) is None
+    assert plan_module._glibc_hugetlb("glibc.malloc.check=0:glibc.malloc.hugetlb=1") == "1"
+    assert plan_module._glibc_hugetlb("glibc.malloc.hugetlb=2") == "2"
+    assert plan_module._glibc_hugetlb("glibc.malloc.mmap_max=0") is None
+
+    def decide(mode, tunables):
+        monkeypatch.setattr(plan_module, "_thp_mode", lambda: mode)
+        monkeypatch.setenv("GLIBC_TUNABLES", tunables)
+        plan_module.huge_pages.cache_clear()
+        try:
+            return plan_module.huge_pages()
+        finally:
+            plan_module.huge_pages.cache_clear()
+
+    monkeypatch.setattr(plan_module.sys, "platform", "linux")
+    assert decide("always", "")
+    assert decide("madvise", "glibc.malloc.hugetlb=1")
+    assert not decide("madvise", "")
+    assert not decide("madvise", "glibc.malloc.hugetlb=0")
+    assert not decide("never", "glibc.malloc.hugetlb=1")
+    assert not decide(None, "")
+    monkeypatch.setattr(plan_module.sys, "platform", "darwin")
+    assert not decide("always", "")
 
 
 @pytest.mark.parametrize("plan", [Plan(chunk=3), Plan(chunk=3, recompute=True)], ids=str)

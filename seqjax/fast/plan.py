@@ -6,10 +6,17 @@ touching new pages is slow there, so the backward pass works chunk by chunk, and
 problems recomputes the forward pass chunk by chunk rather than keeping every step's gates. Measured on
 a 2-core x86 CPU. On GPU nothing here was measured (no GPU was available): the GPU plan follows the usual
 practice (hoist the input projection, keep all residuals) and is marked unmeasured.
+
+Whether fresh memory is expensive depends on the machine: where the kernel backs large allocations
+with transparent huge pages (`huge_pages()`), first touches cost ~512 times fewer page faults, and
+keeping every step's residuals is the faster plan up to a larger budget.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from typing import NamedTuple
 
 import jax
@@ -42,17 +49,58 @@ class Plan(NamedTuple):
 # (train step: B 64, T 200, H 128: 61 vs 64 ms; long 149 vs 169; many 223-231 vs 237; large within the
 # noise, 307-345 vs 321) with a quarter of the memory, while at medium (26 MB) keeping them is faster
 # (23 vs 30 ms).
+# With transparent huge pages behind large allocations the page faults mostly go away, and keeping the
+# residuals (backward in chunks) measured 2-22% faster than recomputing at large, many and long, LSTM
+# and GRU (train step, two identical contenders each, THP `always`: large LSTM 255-267 vs 293-299 ms,
+# many LSTM 133-144 vs 168-170; BENCHMARKS.md); past `_KEEP_BYTES_HUGE` memory decides.
 _KEEP_BYTES = 32 * 2**20
+_KEEP_BYTES_HUGE = 256 * 2**20
 _SMALL_BYTES = 4 * 2**20
 _CHUNK_BYTES = 16 * 2**20
 KEPT = {"lstm": 6, "gru": 5, "simple_rnn": 1}  # `[B, H]` arrays kept per step (carry and residuals)
 
 
+def _thp_mode(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str | None:
+    """The kernel's transparent-huge-page mode ("always", "madvise", "never"), None where unknown."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else None
+
+
+def _glibc_hugetlb(tunables: str) -> str | None:
+    """The value of `glibc.malloc.hugetlb` in a `GLIBC_TUNABLES` string (`name=value:name=value`)."""
+    for entry in tunables.split(":"):
+        name, _, value = entry.partition("=")
+        if name.strip() == "glibc.malloc.hugetlb":
+            return value.strip()
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def huge_pages() -> bool:
+    """Whether large allocations of this process get transparent huge pages (Linux only).
+
+    True when the kernel's THP mode is `always`, or `madvise` with glibc asked to advise its large
+    allocations (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, glibc >= 2.35). Read once per process.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    mode = _thp_mode()
+    if mode == "always":
+        return True
+    return mode == "madvise" and _glibc_hugetlb(os.environ.get("GLIBC_TUNABLES", "")) == "1"
+
+
 def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lstm",
-             backend: str | None = None) -> Plan:
+             backend: str | None = None, huge: bool | None = None) -> Plan:
     """The measured-best plan for a `[time, batch, features] -> hidden` layer of `cell` on `backend`.
 
     `cell`: "lstm", "gru" or "simple_rnn" (how many `[B, H]` arrays a step keeps for the backward pass).
+    `huge`: whether large allocations get huge pages (None: `huge_pages()`).
     """
     backend = backend or jax.default_backend()
     if backend != "cpu":
@@ -64,7 +112,9 @@ def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lst
     if keep_bytes <= _SMALL_BYTES:
         # small GRU: JAX's own scan VJP of the reference loop measured 1.1x faster than this backward pass
         return Plan(use_reference=True) if cell == "gru" else Plan(chunk=0, fuse_xh=True)
-    if keep_bytes <= _KEEP_BYTES:
+    step_bytes = 4 * batch * ((kept + 6) * hidden + features)  # one step's buffers in a chunk
+    chunk = max(2, min(chunk, _CHUNK_BYTES // step_bytes))  # wide batches: short chunks (many: 2 steps)
+    huge = huge_pages() if huge is None else huge
+    if keep_bytes <= (_KEEP_BYTES_HUGE if huge else _KEEP_BYTES):
         return Plan(chunk=chunk, fuse_xh=True)  # `dz` for one chunk at a time
-    step_bytes = 4 * batch * ((kept + 6) * hidden + features)  # one recomputed step's buffers
-    return Plan(chunk=max(2, min(chunk, _CHUNK_BYTES // step_bytes)), recompute=True, fuse_xh=True)
+    return Plan(chunk=chunk, recompute=True, fuse_xh=True)
