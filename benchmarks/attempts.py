@@ -1,9 +1,11 @@
-"""Each attempt at the LSTM's per-step cost, measured side by side (the "attempts" table of BENCHMARKS.md).
+"""Each attempt at the recurrent loops' cost, measured side by side (the "attempts" table of BENCHMARKS.md).
 
     python -m benchmarks.attempts --config medium --what forward,train,rollout
+    python -m benchmarks.attempts --config large --what overlap,gru_forward
 
-Every variant computes the same function as `sj.lstm`'s step (checked against the reference loop to
-float32 tolerance before timing); only how the loop is built differs. The kept ones are what
+Within a group every variant computes the same function (forward, rollout, overlap, gru_forward: the
+outputs are checked equal to the first variant's to float32 tolerance before timing; train: the same
+Adam step of `chain(lstm, dense)`); only how the loop is built differs. The kept ones are what
 `seqjax.fast.plan.plan_for` chooses; the others are here so their measured effect can be reproduced.
 """
 
@@ -144,6 +146,30 @@ def forward_variants(problem):
     return out
 
 
+def _per_gate_backward(w, carry_prev, carry_new, res, d_carry):
+    """`seqjax.fast.lstm`'s backward step, giving `dz` as its four gate blocks (the engine then multiplies
+    block by block instead of concatenating them for one matmul)."""
+    _, c_prev = carry_prev
+    i, f, g, o = res
+    tc = jnp.tanh(carry_new[1])
+    dh, dc = d_carry
+    dc = dc + dh * o * (1 - tc * tc)
+    dz = (dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o))
+    return None, (dc * f,), dz, dz
+
+
+def _lstm_with_backward(hidden, backward):
+    """`sj.lstm(hidden)` whose fast path runs `backward` as its backward step."""
+    from seqjax.fast import lstm as fast_lstm
+
+    kept = fast_lstm.LSTM
+    fast_lstm.LSTM = kept._replace(backward=backward)
+    try:
+        return sj.lstm(hidden)
+    finally:
+        fast_lstm.LSTM = kept
+
+
 def train_variants(problem):
     """name -> zero-arg callable doing one jitted Adam step of chain(lstm, dense) with MSE."""
     from benchmarks.seqjax_tasks import train_step_fn
@@ -176,6 +202,8 @@ def train_variants(problem):
     for u in (2, 4):
         out[f"  ... unroll {u}"] = variant(cell, kept._replace(unroll=u))
     out["  ... input projection hoisted"] = variant(cell, kept._replace(hoist=True))
+    out["  ... backward: a matmul per gate block, not one of the concatenated dz"] = variant(
+        _lstm_with_backward(cfg.hidden, _per_gate_backward), kept)
     remat = max(1, int(cfg.time ** 0.5))
     out[f"  ... and sj.scan(remat={remat}) around it"] = variant(cell, remat=remat)
     return out
@@ -240,13 +268,102 @@ def rollout_variants(problem):
     return out
 
 
-VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants}
+def overlap_variants(problem):
+    """A recomputed forward loop and a backward loop over the whole sequence: as two loops, or as one loop
+    doing a step of each per iteration (the two are independent, as the recomputation of chunk `j - 1`
+    and the backward pass of chunk `j` are: could XLA:CPU overlap them?). Returns the final carries."""
+    cfg = problem.config
+    hidden = cfg.hidden
+    params = {k: jnp.asarray(v) for k, v in problem.layer.items()}
+    w_xh = jnp.concatenate([params["w_x"], params["w_h"]], axis=0)
+    w_h_t, b = params["w_h"].T, params["b"]
+    xs_TB = jnp.swapaxes(jnp.asarray(problem.xs), 0, 1)
+    zeros = jnp.zeros((cfg.batch, hidden), w_xh.dtype)
+
+    def forward_step(carry, x):
+        h, c = carry
+        z = jnp.concatenate([x, h], axis=-1) @ w_xh + b
+        i, f, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        c = f * c + i * g
+        return (o * jnp.tanh(c), c), (i, f, g, o, c)
+
+    def backward_step(d_carry, res):
+        dh, dc = d_carry
+        i, f, g, o, c, c_prev = res
+        tc = jnp.tanh(c)
+        dc = dc + dh * o * (1 - tc * tc)
+        dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                              dh * tc * o * (1 - o)], axis=-1)
+        return (dz @ w_h_t, dc * f), None
+
+    _, kept = jax.jit(lambda xs: lax.scan(forward_step, (zeros, zeros), xs))(xs_TB)
+    residuals = kept + (jnp.concatenate([zeros[None], kept[4][:-1]], axis=0),)
+
+    @jax.jit
+    def two_loops(xs, res):
+        (h, _), _ = lax.scan(forward_step, (zeros, zeros), xs)
+        (dh, _), _ = lax.scan(backward_step, (zeros + 1, zeros), res, reverse=True)
+        return jnp.concatenate([h, dh], axis=-1)
+
+    @jax.jit
+    def one_loop(xs, res):
+        def body(state, inputs):
+            fwd, bwd = state
+            x, r = inputs
+            fwd, _ = forward_step(fwd, x)
+            bwd, _ = backward_step(bwd, r)
+            return (fwd, bwd), None
+
+        ((h, _), (dh, _)), _ = lax.scan(body, ((zeros, zeros), (zeros + 1, zeros)),
+                                        (xs, jax.tree.map(lambda a: a[::-1], res)))
+        return jnp.concatenate([h, dh], axis=-1)
+
+    return {"forward loop, then backward loop": lambda: two_loops(xs_TB, residuals),
+            "one loop: a forward step and a backward step per iteration": lambda: one_loop(xs_TB, residuals)}
+
+
+def gru_forward_variants(problem):
+    """GRU forward: the fast path (`x_t w_x` and `h w_h`, two matmuls per step) against one matmul of
+    `[x_t, h]` with four blocks of columns (`z`, `r` summed; `n`'s input and recurrent parts apart)."""
+    gru_problem = problems.make_problem(problem.config, "gru")
+    cell = sj.gru(problem.config.hidden)
+    params = {k: jnp.asarray(v) for k, v in gru_problem.layer.items()}
+    xs = jnp.asarray(gru_problem.xs)
+    batch, hidden = problem.config.batch, problem.config.hidden
+
+    def one_matmul(p, xs_BT):
+        w_x, w_h, b_x, b_h = p["w_x"], p["w_h"], p["b_x"], p["b_h"]
+        blank = jnp.zeros_like(w_x[:, :hidden])
+        w = jnp.concatenate([jnp.concatenate([w_x[:, :2 * hidden], w_x[:, 2 * hidden:], blank], axis=1),
+                             jnp.concatenate([w_h[:, :2 * hidden], jnp.zeros_like(w_h[:, :hidden]),
+                                              w_h[:, 2 * hidden:]], axis=1)], axis=0)
+        b = jnp.concatenate([b_x[:2 * hidden] + b_h[:2 * hidden], b_x[2 * hidden:], b_h[2 * hidden:]])
+
+        def body(h, x):
+            a = jnp.concatenate([x, h], axis=-1) @ w + b
+            z, r = jax.nn.sigmoid(a[:, :hidden]), jax.nn.sigmoid(a[:, hidden:2 * hidden])
+            n = jnp.tanh(a[:, 2 * hidden:3 * hidden] + r * a[:, 3 * hidden:])
+            h = z * h + (1 - z) * n
+            return h, h
+
+        h0 = jnp.zeros((batch, hidden), w.dtype)
+        return jnp.swapaxes(lax.scan(body, h0, jnp.swapaxes(xs_BT, 0, 1))[1], 0, 1)
+
+    fast = jax.jit(lambda p, x: sj.scan(cell, p, cell.initial_carry(batch), x)[1])
+    fused = jax.jit(one_matmul)
+    return {"fast path (two matmuls per step)": lambda: fast(params, xs),
+            "one matmul of [x_t, h], four column blocks": lambda: fused(params, xs)}
+
+
+VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants,
+            "overlap": overlap_variants, "gru_forward": gru_forward_variants}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="medium", help=f"one of {list(problems.CONFIGS)} or tiny")
-    parser.add_argument("--what", default="forward,train,rollout")
+    parser.add_argument("--what", default="forward,train,rollout", help=f"comma-separated, from {list(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args(argv)
     config = {**problems.CONFIGS, **problems.QUICK_CONFIGS}[args.config]

@@ -142,3 +142,27 @@ def test_adam_step_is_one_adam_update_of_the_given_loss():
     # Adam's first update moves every coordinate by the learning rate against its gradient's sign
     np.testing.assert_allclose(new_p, p - 0.1 * np.sign(p - x), rtol=1e-5)
     assert int(opt_state[0].count) == 1
+
+
+def test_attempt_variants_compute_what_the_kept_path_computes():
+    import jax
+    import jax.numpy as jnp
+
+    import seqjax as sj
+    from benchmarks import attempts
+
+    problem = problems.make_problem(TINY, "lstm", seed=5)
+    for group in (attempts.overlap_variants, attempts.gru_forward_variants):
+        (first, ref), *others = group(problem).items()
+        for name, fn in others:
+            np.testing.assert_allclose(np.asarray(fn()), np.asarray(ref()), rtol=1e-4, atol=1e-5, err_msg=name)
+    # the per-gate backward step gives the kept backward's gradients
+    cell, per_gate = sj.lstm(TINY.hidden), attempts._lstm_with_backward(TINY.hidden, attempts._per_gate_backward)
+    params = {k: jnp.asarray(v) for k, v in problem.layer.items()}
+    xs = jnp.asarray(problem.xs)
+
+    def grads(c):
+        return jax.grad(lambda p: jnp.sum(jnp.sin(sj.scan(c, p, c.initial_carry(TINY.batch), xs)[1])))(params)
+
+    for k, v in grads(cell).items():
+        np.testing.assert_allclose(np.asarray(grads(per_gate)[k]), np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=k)
