@@ -280,9 +280,15 @@ def test_huge_pages_reads_the_kernel_mode_and_glibc_tunables(tmp_path, monkeypat
     assert plan_module._glibc_hugetlb("glibc.malloc.check=0:glibc.malloc.hugetlb=1") == "1"
     assert plan_module._glibc_hugetlb("glibc.malloc.hugetlb=2") == "2"
     assert plan_module._glibc_hugetlb("glibc.malloc.mmap_max=0") is None
+    (tmp_path / "on").write_text("Name:\tpython\nTHP_enabled:\t1\nThreads:\t3\n")
+    (tmp_path / "off").write_text("Name:\tpython\nTHP_enabled:\t0\nThreads:\t3\n")
+    (tmp_path / "old").write_text("Name:\tpython\nThreads:\t3\n")  # kernels before 5.0: no such line
+    assert plan_module._thp_disabled_here(str(tmp_path / "off"))
+    assert not any(plan_module._thp_disabled_here(str(tmp_path / n)) for n in ("on", "old", "missing"))
 
-    def decide(mode, tunables):
+    def decide(mode, tunables, disabled=False):
         monkeypatch.setattr(plan_module, "_thp_mode", lambda: mode)
+        monkeypatch.setattr(plan_module, "_thp_disabled_here", lambda: disabled)
         monkeypatch.setenv("GLIBC_TUNABLES", tunables)
         plan_module.huge_pages.cache_clear()
         try:
@@ -297,6 +303,7 @@ def test_huge_pages_reads_the_kernel_mode_and_glibc_tunables(tmp_path, monkeypat
     assert not decide("madvise", "glibc.malloc.hugetlb=0")
     assert not decide("never", "glibc.malloc.hugetlb=1")
     assert not decide(None, "")
+    assert not decide("always", "", disabled=True)
     monkeypatch.setattr(plan_module.sys, "platform", "darwin")
     assert not decide("always", "")
 

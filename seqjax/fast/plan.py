@@ -80,14 +80,24 @@ def _glibc_hugetlb(tunables: str) -> str | None:
     return None
 
 
+def _thp_disabled_here(path: str = "/proc/self/status") -> bool:
+    """Whether this process has THP switched off (`prctl(PR_SET_THP_DISABLE)`: `THP_enabled: 0`)."""
+    try:
+        with open(path) as f:
+            return any(line.split(":", 1)[1].strip() == "0" for line in f if line.startswith("THP_enabled:"))
+    except OSError:
+        return False
+
+
 @functools.lru_cache(maxsize=None)
 def huge_pages() -> bool:
     """Whether large allocations of this process get transparent huge pages (Linux only).
 
     True when the kernel's THP mode is `always`, or `madvise` with glibc asked to advise its large
-    allocations (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, glibc >= 2.35). Read once per process.
+    allocations (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, glibc >= 2.35), and the process has not
+    switched THP off. Read once per process.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or _thp_disabled_here():
         return False
     mode = _thp_mode()
     if mode == "always":
