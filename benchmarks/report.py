@@ -66,7 +66,7 @@ def machine() -> dict:
     from seqjax.fast import plan
 
     # fresh memory's cost, which moves every contender's train step, depends on huge pages (BENCHMARKS.md)
-    info["transparent_hugepage"] = plan._thp_mode()
+    info["transparent_hugepage"] = plan.thp_mode()
     info["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
     info["seqjax_sees_huge_pages"] = plan.huge_pages()
     return info

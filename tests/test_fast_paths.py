@@ -275,8 +275,8 @@ def test_huge_pages_reads_the_kernel_mode_and_glibc_tunables(tmp_path, monkeypat
              "never": "always madvise [never]\n"}
     for mode, text in modes.items():
         (tmp_path / mode).write_text(text)
-        assert plan_module._thp_mode(str(tmp_path / mode)) == mode
-    assert plan_module._thp_mode(str(tmp_path / "missing")) is None
+        assert plan_module.thp_mode(str(tmp_path / mode)) == mode
+    assert plan_module.thp_mode(str(tmp_path / "missing")) is None
     assert plan_module._glibc_hugetlb("glibc.malloc.check=0:glibc.malloc.hugetlb=1") == "1"
     assert plan_module._glibc_hugetlb("glibc.malloc.hugetlb=2") == "2"
     assert plan_module._glibc_hugetlb("glibc.malloc.mmap_max=0") is None
@@ -287,7 +287,7 @@ def test_huge_pages_reads_the_kernel_mode_and_glibc_tunables(tmp_path, monkeypat
     assert not any(plan_module._thp_disabled_here(str(tmp_path / n)) for n in ("on", "old", "missing"))
 
     def decide(mode, tunables, disabled=False):
-        monkeypatch.setattr(plan_module, "_thp_mode", lambda: mode)
+        monkeypatch.setattr(plan_module, "thp_mode", lambda: mode)
         monkeypatch.setattr(plan_module, "_thp_disabled_here", lambda: disabled)
         monkeypatch.setenv("GLIBC_TUNABLES", tunables)
         plan_module.huge_pages.cache_clear()

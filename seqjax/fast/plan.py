@@ -60,7 +60,7 @@ _CHUNK_BYTES = 16 * 2**20
 KEPT = {"lstm": 6, "gru": 5, "simple_rnn": 1}  # `[B, H]` arrays kept per step (carry and residuals)
 
 
-def _thp_mode(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str | None:
+def thp_mode(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str | None:
     """The kernel's transparent-huge-page mode ("always", "madvise", "never"), None where unknown."""
     try:
         with open(path) as f:
@@ -99,7 +99,7 @@ def huge_pages() -> bool:
     """
     if not sys.platform.startswith("linux") or _thp_disabled_here():
         return False
-    mode = _thp_mode()
+    mode = thp_mode()
     if mode == "always":
         return True
     return mode == "madvise" and _glibc_hugetlb(os.environ.get("GLIBC_TUNABLES", "")) == "1"
