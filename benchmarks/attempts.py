@@ -110,6 +110,30 @@ def _custom_loop(params, xs_TB, *, form: str, sig=jax.nn.sigmoid, unroll=1):
     raise ValueError(form)
 
 
+def _batch_major_loop(params, xs_BT, *, transpose_first: bool):
+    """One matmul of `[x_t, h]` per step, outputs written into `[B, T, H]` in the loop (as the fast path);
+    `x_t` comes from `xs` transposed to `[T, B, F]` first, or is read from `[B, T, F]` in the loop."""
+    w = jnp.concatenate([params["w_x"], params["w_h"]], axis=0)
+    b, hidden = params["b"], params["w_h"].shape[0]
+    batch, time = xs_BT.shape[:2]
+    zeros = jnp.zeros((batch, hidden), w.dtype)
+
+    def body(state, x_t):
+        h, c, ys, t = state
+        if x_t is None:
+            x_t = lax.dynamic_index_in_dim(xs_BT, t, axis=1, keepdims=False)
+        z = jnp.concatenate([x_t, h], axis=-1) @ w + b
+        i, f, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c, lax.dynamic_update_slice_in_dim(ys, h[:, None], t, axis=1), t + 1), None
+
+    state = (zeros, zeros, jnp.zeros((batch, time, hidden), w.dtype), jnp.int32(0))
+    if transpose_first:
+        return lax.scan(body, state, jnp.swapaxes(xs_BT, 0, 1))[0][2]
+    return lax.scan(body, state, None, length=time)[0][2]
+
+
 def forward_variants(problem):
     """name -> zero-arg callable giving ys [B, T, H] (all jitted)."""
     cell = sj.lstm(problem.config.hidden)
@@ -143,6 +167,9 @@ def forward_variants(problem):
         out[f"hand-written loop: {label}"] = lambda fn=fn: fn(params, xs)
     fn = jax.jit(lambda p, x: jnp.swapaxes(_custom_loop(p, jnp.swapaxes(x, 0, 1), form="plain", sig=_sig_tanh), 0, 1))
     out["hand-written loop: sigmoid as 0.5 tanh(x/2) + 0.5"] = lambda: fn(params, xs)
+    for first, label in ((True, "xs transposed to [T, B, F] first"), (False, "x_t read from [B, T, F] in the loop")):
+        fn = jax.jit(lambda p, x, first=first: _batch_major_loop(p, x, transpose_first=first))
+        out[f"hand-written loop, outputs batch-major: {label}"] = lambda fn=fn: fn(params, xs)
     return out
 
 
