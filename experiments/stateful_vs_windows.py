@@ -26,8 +26,6 @@ Writes results/stateful_vs_windows/{metrics.json, config.json, accuracy_vs_lengt
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from experiments import common

@@ -68,10 +68,9 @@ def keras_adam(learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999, 
         raise ValueError(f"{where}: decay must be >= 0; got {decay!r}")
     if not epsilon >= 0.0:
         raise ValueError(f"{where}: epsilon must be >= 0 (or None); got {epsilon!r}")
-    schedule = learning_rate
-    if decay > 0.0:
-        def schedule(count):
-            lr = learning_rate(count) if callable(learning_rate) else learning_rate
-            return lr / (1.0 + decay * count)
+    def decayed(count):
+        lr = learning_rate(count) if callable(learning_rate) else learning_rate
+        return lr / (1.0 + decay * count)
 
+    schedule = decayed if decay > 0.0 else learning_rate
     return optax.chain(scale_by_keras_adam(beta_1, beta_2, epsilon, amsgrad), optax.scale_by_learning_rate(schedule))
