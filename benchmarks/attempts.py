@@ -2,6 +2,8 @@
 
     python -m benchmarks.attempts --config medium --what forward,train,rollout
     python -m benchmarks.attempts --config large --what overlap,gru_forward
+    python -m benchmarks.attempts --config medium --what devices
+    python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
 Within a group every variant computes the same function (forward, rollout, overlap, gru_forward: the
 outputs are checked equal to the first variant's to float32 tolerance before timing; train: the same
@@ -170,6 +172,10 @@ def forward_variants(problem):
     for first, label in ((True, "xs transposed to [T, B, F] first"), (False, "x_t read from [B, T, F] in the loop")):
         fn = jax.jit(lambda p, x, first=first: _batch_major_loop(p, x, transpose_first=first))
         out[f"hand-written loop, outputs batch-major: {label}"] = lambda fn=fn: fn(params, xs)
+    half = batch // 2
+    fn = jax.jit(lambda p, x: jnp.concatenate([_batch_major_loop(p, x[:half], transpose_first=True),
+                                               _batch_major_loop(p, x[half:], transpose_first=True)], axis=0))
+    out["the same, two independent loops over the batch's halves"] = lambda: fn(params, xs)
     return out
 
 
@@ -383,35 +389,157 @@ def gru_forward_variants(problem):
             "one matmul of [x_t, h], four column blocks": lambda: fused(params, xs)}
 
 
+def _cpu_mesh(where: str):
+    """A one-axis ("batch") mesh over the process's CPU devices (2+ needed: `jax_num_cpu_devices`)."""
+    from jax.sharding import Mesh
+
+    devices = jax.devices("cpu")
+    if len(devices) < 2:
+        raise ValueError(f"{where}: needs 2+ CPU devices (jax_num_cpu_devices); got {devices}")
+    return Mesh(np.array(devices), ("batch",))
+
+
+def _shard_map_step(model, optimizer, mesh, finish):
+    """The Adam step of `model`'s MSE with the batch split over `mesh`: each device takes the gradients of
+    its part, `pmean` averages them, every device applies the same update. Jitted
+    `step(params, state, xs, targets) -> finish(params, state)` (replicated)."""
+    from jax.sharding import PartitionSpec
+
+    from benchmarks.seqjax_tasks import mse_loss
+
+    whole, split = PartitionSpec(), PartitionSpec("batch")
+
+    def local_step(params, state, xs, targets):
+        grads = jax.lax.pmean(jax.grad(lambda p: mse_loss(model, p, xs, targets))(params), "batch")
+        updates, state = optimizer.update(grads, state, params)
+        return finish(optax.apply_updates(params, updates), state)
+
+    return jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(whole, whole, split, split), out_specs=whole,
+                                 check_vma=False))
+
+
+def _cell_data(cfg, cell_name):
+    """(model `chain(cell, dense)`, bare cell, params (layer, head), xs, targets) of the bench's problem."""
+    make = {"LSTM": sj.lstm, "GRU": sj.gru}[cell_name]
+    problem = problems.make_problem(cfg, cell_name.lower())
+    params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
+              {k: jnp.asarray(v) for k, v in problem.head.items()})
+    return (sj.chain(make(cfg.hidden), sj.dense(cfg.features)), make(cfg.hidden), params,
+            jnp.asarray(problem.xs), jnp.asarray(problem.targets))
+
+
+def devices_variants(problem):
+    """LSTM and GRU forward and train step on one CPU device, and with the batch split over the process's
+    CPU devices (`jax.config.update("jax_num_cpu_devices", n)` before JAX starts: `main` does this for
+    this group): params replicated, `xs` and targets sharded on the batch, and either XLA's partitioner
+    does the rest (`jit`) or each device runs the step on its part and the gradients are averaged once
+    (`shard_map` + `pmean`). Each variant returns the outputs (forward) or the updated parameters,
+    flattened (train)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from benchmarks.seqjax_tasks import train_step_fn
+
+    cfg = problem.config
+    mesh = _cpu_mesh("benchmarks.attempts devices")
+    whole, split = PartitionSpec(), PartitionSpec("batch")
+    optimizer = optax.adam(1e-3)
+
+    def flat(params, state=None):
+        return jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(params)])
+
+    def put(tree, spec):
+        return jax.device_put(tree, NamedSharding(mesh, spec))
+
+    def waited(fn, *args):
+        # Each call waits for its result: without that, multi-device calls deadlocked on this 2-vCPU
+        # machine (`devices_loop`; BENCHMARKS.md, "Both cores").
+        return lambda: jax.block_until_ready(fn(*args))
+
+    out = {}
+    for cell_name in ("LSTM", "GRU"):
+        model, cell, params, xs, targets = _cell_data(cfg, cell_name)
+        state = optimizer.init(params)
+        forward = jax.jit(lambda p, x, cell=cell: sj.scan(cell, p, cell.initial_carry(x.shape[0]), x)[1])
+        step = train_step_fn(model, optimizer)
+        flat_step = jax.jit(lambda *a, step=step: flat(step(*a)[0]))
+        on_devices = f"batch over {len(mesh.devices)} CPU devices"
+        data = (put(params, whole), put(state, whole), put(xs, split), put(targets, split))
+        out[f"{cell_name} forward, one device"] = waited(forward, params[0], xs)
+        out[f"{cell_name} forward, {on_devices}"] = waited(forward, data[0][0], data[2])
+        out[f"{cell_name} train step, one device"] = waited(flat_step, params, state, xs, targets)
+        out[f"{cell_name} train step, {on_devices}, jit partitions"] = waited(flat_step, *data)
+        out[f"{cell_name} train step, {on_devices}, shard_map + one pmean"] = waited(
+            _shard_map_step(model, optimizer, mesh, flat), *data)
+    return out
+
+
+def devices_loop(config, cell_name: str, steps: int, wait: bool) -> float:
+    """A training loop of the `shard_map` step over the CPU devices, `params, state = step(params, state,
+    xs, targets)` `steps` times, waiting for each step's result or not. Returns the last step's updated
+    parameters' sum. Without waiting this deadlocked on the 2-vCPU machine (XLA's rendezvous timeout
+    aborts the process after 40 s); `--what devices_loop --no-wait` reproduces it."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = _cpu_mesh("benchmarks.attempts devices_loop")
+    optimizer = optax.adam(1e-3)
+    model, _, params, xs, targets = _cell_data(config, cell_name)
+    step = _shard_map_step(model, optimizer, mesh, lambda p, s: (p, s))
+    state = optimizer.init(params)
+    params, state = jax.device_put((params, state), NamedSharding(mesh, PartitionSpec()))
+    xs, targets = jax.device_put((xs, targets), NamedSharding(mesh, PartitionSpec("batch")))
+    for _ in range(steps):
+        params, state = step(params, state, xs, targets)
+        if wait:
+            jax.block_until_ready(params)
+    return float(sum(jnp.sum(a) for a in jax.tree.leaves(params)))
+
+
 VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants,
-            "overlap": overlap_variants, "gru_forward": gru_forward_variants}
+            "overlap": overlap_variants, "gru_forward": gru_forward_variants, "devices": devices_variants}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="medium", help=f"one of {list(problems.CONFIGS)} or tiny")
-    parser.add_argument("--what", default="forward,train,rollout", help=f"comma-separated, from {list(VARIANTS)}")
+    parser.add_argument("--what", default="forward,train,rollout", help=f"comma-separated, from {list(VARIANTS) + ['devices_loop']}")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--cpu-devices", type=int, default=2, help="CPU devices for devices and devices_loop")
+    parser.add_argument("--steps", type=int, default=200, help="devices_loop: training steps per cell")
+    parser.add_argument("--no-wait", action="store_true", help="devices_loop: do not wait for each step")
     args = parser.parse_args(argv)
+    whats = args.what.split(",")
+    if {"devices", "devices_loop"} & set(whats):
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before JAX starts its backend
     config = {**problems.CONFIGS, **problems.QUICK_CONFIGS}[args.config]
+    if "devices_loop" in whats:
+        for cell_name in ("LSTM", "GRU"):
+            total = devices_loop(config, cell_name, args.steps, wait=not args.no_wait)
+            print(f"devices_loop ({config.name}, {cell_name}): {args.steps} steps done, "
+                  f"{'not ' if args.no_wait else ''}waiting for each; sum of the params {total:.6g}", flush=True)
+        whats.remove("devices_loop")
     problem = problems.make_problem(config, "lstm")
     results = {}
-    for what in args.what.split(","):
+    for what in whats:
         fns = VARIANTS[what](problem)
         first = next(iter(fns))
-        ref = np.asarray(fns[first]()[0] if what == "train" else fns[first]())
-        for name, fn in fns.items():
-            got = np.asarray(fn()[0] if what == "train" else fn())
-            if what != "train":
-                np.testing.assert_allclose(got, ref, atol=5e-4, rtol=1e-3, err_msg=name)
+        if what != "train":  # train: the variants' Adam steps differ in float32 rounding only
+            for name, fn in fns.items():
+                ref = _reference(what, name, first)
+                np.testing.assert_allclose(np.asarray(fn()), np.asarray(fns[ref]()), atol=5e-4, rtol=1e-3,
+                                           err_msg=f"{name} against {ref}")
         t = _measure(fns, args.rounds)
-        base = t[first]
         print(f"\n{what} ({config.name}: B={config.batch} T={config.time} F={config.features} H={config.hidden})"
-              "   wall ms (median) | process CPU ms (median) | speedup over the first (wall)")
+              "   wall ms (median) | process CPU ms (median) | speedup over the reference (wall)")
         for name, (wall, cpu) in t.items():
-            print(f"  {name:72s} {wall:9.3f} | {cpu:9.3f} | {base[0] / wall:4.2f}x")
+            print(f"  {name:72s} {wall:9.3f} | {cpu:9.3f} | {t[_reference(what, name, first)][0] / wall:4.2f}x")
         results[what] = t
     return results
+
+
+def _reference(what, name, first):
+    """The variant `name` is checked and compared against: the first of its group; in `devices`, the same
+    work on one device."""
+    return name.split(", ")[0] + ", one device" if what == "devices" else first
 
 
 def _measure(fns, rounds, min_block_s=0.03):

@@ -166,3 +166,25 @@ def test_attempt_variants_compute_what_the_kept_path_computes():
 
     for k, v in grads(cell).items():
         np.testing.assert_allclose(np.asarray(grads(per_gate)[k]), np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_devices_attempts_split_the_batch_over_cpu_devices_and_compute_the_same():
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks import attempts
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with pytest.raises(ValueError, match=r"2\+ CPU devices"):  # this process has one CPU device
+        attempts.devices_variants(problems.make_problem(TINY, "lstm"))
+    # a fresh process with two: `main` checks every split variant against its one-device twin, then times
+    run = subprocess.run([sys.executable, "-m", "benchmarks.attempts", "--config", "tiny", "--what",
+                          "devices_loop,devices", "--steps", "3", "--rounds", "1"], capture_output=True, text=True,
+                         timeout=600,
+                         cwd=root, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root})
+    assert run.returncode == 0, run.stderr[-2000:]
+    for cell in ("LSTM", "GRU"):
+        assert f"devices_loop (tiny, {cell}): 3 steps done, waiting for each" in run.stdout
+        for task in ("forward", "train step"):
+            assert f"{cell} {task}, batch over 2 CPU devices" in run.stdout
