@@ -1,13 +1,13 @@
 """Each attempt at the recurrent loops' cost, measured side by side (the "attempts" table of BENCHMARKS.md).
 
     python -m benchmarks.attempts --config medium --what forward,train,rollout
-    python -m benchmarks.attempts --config large --what overlap,gru_forward
+    python -m benchmarks.attempts --config large --what overlap,gru_forward,gru_train
     python -m benchmarks.attempts --config medium --what devices
     python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
-Within a group every variant computes the same function (forward, rollout, overlap, gru_forward: the
-outputs are checked equal to the first variant's to float32 tolerance before timing; train: the same
-Adam step of `chain(lstm, dense)`); only how the loop is built differs. The kept ones are what
+Within a group every variant computes the same function (every group but train: the outputs are
+checked equal to the first variant's, in devices to the same work's on one device, to float32 tolerance
+before timing; train: the same Adam step of `chain(lstm, dense)`); only how the loop is built differs. The kept ones are what
 `seqjax.fast.plan.plan_for` chooses; the others are here so their measured effect can be reproduced.
 """
 
@@ -201,6 +201,55 @@ def _lstm_with_backward(hidden, backward):
         return sj.lstm(hidden)
     finally:
         fast_lstm.LSTM = kept
+
+
+def _gru_per_gate_backward(w, carry_prev, carry_new, res, d_carry):
+    """`seqjax.fast.gru`'s backward step giving `dzx` and `dzh` as tuples of their `[B, H]` gate blocks
+    (the engine then multiplies block by block: three `[B, H] @ [H, H]` matmuls per step instead of one
+    `[B, 3H] @ [3H, H]`, and concatenates the blocks after the loop for the weight gradients)."""
+    (h_prev,) = carry_prev
+    (dh,) = d_carry
+    z, r, n, h_n = res
+    dn = dh * (1 - z) * (1 - n * n)
+    dz, dr = dh * (h_prev - n) * z * (1 - z), dn * h_n * r * (1 - r)
+    return dh * z, (), (dz, dr, dn), (dz, dr, dn * r)
+
+
+def _gru_with_backward(hidden, backward):
+    """`sj.gru(hidden)` whose fast path runs `backward` as its backward step."""
+    from seqjax.fast import gru as fast_gru
+
+    kept = fast_gru.GRU
+    fast_gru.GRU = kept._replace(backward=backward)
+    try:
+        return sj.gru(hidden)
+    finally:
+        fast_gru.GRU = kept
+
+
+def gru_train_variants(problem):
+    """GRU train step (the bench's `chain(gru, dense)` + MSE + Adam): the kept backward step (gate
+    gradients concatenated in the step, one matmul) against one matmul per gate block; each twice, so
+    the spread between identical contenders shows. Returns the updated parameters, flattened."""
+    from benchmarks.seqjax_tasks import train_step_fn
+
+    cfg = problem.config
+    gru_problem = problems.make_problem(cfg, "gru")
+    params = ({k: jnp.asarray(v) for k, v in gru_problem.layer.items()},
+              {k: jnp.asarray(v) for k, v in gru_problem.head.items()})
+    xs, targets = jnp.asarray(gru_problem.xs), jnp.asarray(gru_problem.targets)
+    optimizer = optax.adam(1e-3)
+    state = optimizer.init(params)
+
+    def variant(cell):
+        step = train_step_fn(sj.chain(cell, sj.dense(cfg.features)), optimizer)
+        flat = jax.jit(lambda *a: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(step(*a)[0])]))
+        compiled = flat.lower(params, state, xs, targets).compile()
+        return lambda: compiled(params, state, xs, targets)
+
+    cells = {"kept: gate blocks concatenated in the step, one matmul": sj.gru(cfg.hidden),
+             "a matmul per gate block": _gru_with_backward(cfg.hidden, _gru_per_gate_backward)}
+    return {f"{name} ({copy})": variant(cell) for copy in ("A", "B") for name, cell in cells.items()}
 
 
 def train_variants(problem):
@@ -495,7 +544,8 @@ def devices_loop(config, cell_name: str, steps: int, wait: bool) -> float:
 
 
 VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants,
-            "overlap": overlap_variants, "gru_forward": gru_forward_variants, "devices": devices_variants}
+            "overlap": overlap_variants, "gru_forward": gru_forward_variants, "gru_train": gru_train_variants,
+            "devices": devices_variants}
 
 
 def main(argv=None):

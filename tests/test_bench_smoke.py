@@ -166,6 +166,15 @@ def test_attempt_variants_compute_what_the_kept_path_computes():
 
     for k, v in grads(cell).items():
         np.testing.assert_allclose(np.asarray(grads(per_gate)[k]), np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=k)
+    # the GRU's per-gate backward step (no longer kept) gives the kept one's gradients
+    gru_problem = problems.make_problem(TINY, "gru", seed=5)
+    params = {k: jnp.asarray(v) for k, v in gru_problem.layer.items()}
+    xs = jnp.asarray(gru_problem.xs)
+    gru, gru_per_gate = sj.gru(TINY.hidden), attempts._gru_with_backward(TINY.hidden, attempts._gru_per_gate_backward)
+    with attempts._plan(attempts.Plan(chunk=4)):  # tiny GRUs run the reference loop unless told otherwise
+        for k, v in grads(gru).items():
+            np.testing.assert_allclose(np.asarray(grads(gru_per_gate)[k]), np.asarray(v), rtol=1e-4, atol=1e-6,
+                                       err_msg=f"gru {k}")
 
 
 def test_devices_attempts_split_the_batch_over_cpu_devices_and_compute_the_same():
