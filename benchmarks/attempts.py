@@ -191,16 +191,19 @@ def _per_gate_backward(w, carry_prev, carry_new, res, d_carry):
     return None, (dc * f,), dz, dz
 
 
-def _lstm_with_backward(hidden, backward):
-    """`sj.lstm(hidden)` whose fast path runs `backward` as its backward step."""
-    from seqjax.fast import lstm as fast_lstm
+def _with_backward(cell: str, hidden: int, backward):
+    """`sj.lstm(hidden)` or `sj.gru(hidden)` (`cell`: "lstm", "gru") whose fast path runs `backward` as
+    its backward step (the cell captures its `Gated` maths when built)."""
+    import importlib
 
-    kept = fast_lstm.LSTM
-    fast_lstm.LSTM = kept._replace(backward=backward)
+    module = importlib.import_module(f"seqjax.fast.{cell}")
+    name = cell.upper()
+    kept = getattr(module, name)
+    setattr(module, name, kept._replace(backward=backward))
     try:
-        return sj.lstm(hidden)
+        return getattr(sj, cell)(hidden)
     finally:
-        fast_lstm.LSTM = kept
+        setattr(module, name, kept)
 
 
 def _gru_per_gate_backward(w, carry_prev, carry_new, res, d_carry):
@@ -213,18 +216,6 @@ def _gru_per_gate_backward(w, carry_prev, carry_new, res, d_carry):
     dn = dh * (1 - z) * (1 - n * n)
     dz, dr = dh * (h_prev - n) * z * (1 - z), dn * h_n * r * (1 - r)
     return dh * z, (), (dz, dr, dn), (dz, dr, dn * r)
-
-
-def _gru_with_backward(hidden, backward):
-    """`sj.gru(hidden)` whose fast path runs `backward` as its backward step."""
-    from seqjax.fast import gru as fast_gru
-
-    kept = fast_gru.GRU
-    fast_gru.GRU = kept._replace(backward=backward)
-    try:
-        return sj.gru(hidden)
-    finally:
-        fast_gru.GRU = kept
 
 
 def gru_train_variants(problem):
@@ -248,7 +239,7 @@ def gru_train_variants(problem):
         return lambda: compiled(params, state, xs, targets)
 
     cells = {"kept: gate blocks concatenated in the step, one matmul": sj.gru(cfg.hidden),
-             "a matmul per gate block": _gru_with_backward(cfg.hidden, _gru_per_gate_backward)}
+             "a matmul per gate block": _with_backward("gru", cfg.hidden, _gru_per_gate_backward)}
     return {f"{name} ({copy})": variant(cell) for copy in ("A", "B") for name, cell in cells.items()}
 
 
@@ -285,7 +276,7 @@ def train_variants(problem):
         out[f"  ... unroll {u}"] = variant(cell, kept._replace(unroll=u))
     out["  ... input projection hoisted"] = variant(cell, kept._replace(hoist=True))
     out["  ... backward: a matmul per gate block, not one of the concatenated dz"] = variant(
-        _lstm_with_backward(cfg.hidden, _per_gate_backward), kept)
+        _with_backward("lstm", cfg.hidden, _per_gate_backward), kept)
     remat = max(1, int(cfg.time ** 0.5))
     out[f"  ... and sj.scan(remat={remat}) around it"] = variant(cell, remat=remat)
     return out

@@ -157,7 +157,7 @@ def test_attempt_variants_compute_what_the_kept_path_computes():
         for name, fn in others:
             np.testing.assert_allclose(np.asarray(fn()), np.asarray(ref()), rtol=1e-4, atol=1e-5, err_msg=name)
     # the per-gate backward step gives the kept backward's gradients
-    cell, per_gate = sj.lstm(TINY.hidden), attempts._lstm_with_backward(TINY.hidden, attempts._per_gate_backward)
+    cell, per_gate = sj.lstm(TINY.hidden), attempts._with_backward("lstm", TINY.hidden, attempts._per_gate_backward)
     params = {k: jnp.asarray(v) for k, v in problem.layer.items()}
     xs = jnp.asarray(problem.xs)
 
@@ -170,7 +170,8 @@ def test_attempt_variants_compute_what_the_kept_path_computes():
     gru_problem = problems.make_problem(TINY, "gru", seed=5)
     params = {k: jnp.asarray(v) for k, v in gru_problem.layer.items()}
     xs = jnp.asarray(gru_problem.xs)
-    gru, gru_per_gate = sj.gru(TINY.hidden), attempts._gru_with_backward(TINY.hidden, attempts._gru_per_gate_backward)
+    gru, gru_per_gate = sj.gru(TINY.hidden), attempts._with_backward("gru", TINY.hidden,
+                                                                      attempts._gru_per_gate_backward)
     with attempts._plan(attempts.Plan(chunk=4)):  # tiny GRUs run the reference loop unless told otherwise
         for k, v in grads(gru).items():
             np.testing.assert_allclose(np.asarray(grads(gru_per_gate)[k]), np.asarray(v), rtol=1e-4, atol=1e-6,
