@@ -7,8 +7,9 @@
 
 Within a group every variant computes the same function (every group but train: the outputs are
 checked equal to the first variant's, in devices to the same work's on one device, to float32 tolerance
-before timing; train: the same Adam step of `chain(lstm, dense)`); only how the loop is built differs. The kept ones are what
-`seqjax.fast.plan.plan_for` chooses; the others are here so their measured effect can be reproduced.
+before timing; train: the same Adam step of `chain(lstm, dense)`); only how the loop is built differs.
+The kept ones are what `seqjax.fast.plan.plan_for` chooses; the others are here so their measured effect
+can be reproduced.
 """
 
 from __future__ import annotations
@@ -542,7 +543,8 @@ VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rol
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="medium", help=f"one of {list(problems.CONFIGS)} or tiny")
-    parser.add_argument("--what", default="forward,train,rollout", help=f"comma-separated, from {list(VARIANTS) + ['devices_loop']}")
+    parser.add_argument("--what", default="forward,train,rollout",
+                        help=f"comma-separated, from {list(VARIANTS) + ['devices_loop']}")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--cpu-devices", type=int, default=2, help="CPU devices for devices and devices_loop")
     parser.add_argument("--steps", type=int, default=200, help="devices_loop: training steps per cell")
