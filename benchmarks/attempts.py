@@ -587,7 +587,10 @@ def _reference(what, name, first):
 
 def _measure(fns, rounds, min_block_s=0.03):
     """Interleaved medians of wall time and of process CPU time per call (CPU time above wall time means
-    XLA ran parts on both cores; on a loaded machine CPU time is the steadier measure)."""
+    XLA ran parts on both cores; on a loaded machine CPU time is the steadier measure). As in
+    `benchmarks.timing.measure`, the order rotates from round to round and one untimed call precedes
+    each block: at the large sizes a block is one call, which would otherwise pay for the switch from
+    the variant before it (two identical variants measured 10-15% apart by their place in the order)."""
     import time
 
     calls = {}
@@ -598,8 +601,11 @@ def _measure(fns, rounds, min_block_s=0.03):
         calls[name] = max(1, int(min_block_s / max(time.perf_counter() - start, 1e-6)))
     wall = {n: [] for n in fns}
     cpu = {n: [] for n in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[name]
+            timing.wait(fn())  # untimed
             w, c = time.perf_counter(), time.process_time()
             for _ in range(calls[name]):
                 out = fn()
