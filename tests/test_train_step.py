@@ -354,7 +354,8 @@ def test_make_train_step_takes_model_loss_optimizer_like_the_objective_form():
     assert float(ma["loss"]) == float(mb["loss"])
     np.testing.assert_allclose(train.make_eval_step(model, losses.mse)(sa.params, (xs, ys))["loss"],
                                train.make_eval_step(train.objective(model, losses.mse))(sa.params, (xs, ys))["loss"])
-    with pytest.raises(TypeError, match="make_train_step: with a cell pass \\(model, loss, optimizer\\); got no optimizer"):
+    with pytest.raises(TypeError,
+                       match="make_train_step: with a cell pass \\(model, loss, optimizer\\); got no optimizer"):
         train.make_train_step(model, losses.mse)
     with pytest.raises(TypeError, match="make_train_step: with an Objective pass \\(objective, optimizer\\)"):
         train.make_train_step(train.objective(model, losses.mse), losses.mse, opt)
