@@ -184,7 +184,6 @@ def goals_summary(rows: list[Row], matmul_peak_gflops: float) -> str:
     return "\n".join(lines)
 
 
-
 def markdown(payload: dict) -> str:
     """The BENCHMARKS.md sections of one run's JSON: results, first calls, goals, memory."""
     rows = [Row(**r) for r in payload["rows"]]
