@@ -3,9 +3,10 @@
 Same maths as the step: `z, r = σ(x W + b_x + h U + b_h)`, `n = tanh(x W_n + b_xn + r (h U_n + b_hn))`,
 `h' = z h + (1 - z) n`. The backward pass keeps `z, r, n, h U_n + b_hn` and hands the engine its gate
 gradients as `[B, 3H]` arrays, concatenated in the step: one `dzh @ U^T` per step instead of one matmul
-per gate block measured 1.08x faster train steps at large, 1.1-1.2x at long and B 8 T 1000 H 64, even
-at medium and many (`python -m benchmarks.attempts --what gru_train`). `reset_after=False`, other
-activations, `mask`, `reset` and recurrent dropout run the reference loop.
+per gate block measured 1.07-1.09x faster train steps at large, 1.0-1.14x at long, 1.15x at B 32 T 100
+H 64, 1.22x at B 8 T 1000 H 64, alike at medium and many (`python -m benchmarks.attempts --what
+gru_train`). `reset_after=False`, other activations, `mask`, `reset` and recurrent dropout run the
+reference loop.
 """
 
 from __future__ import annotations
