@@ -219,6 +219,22 @@ def _gru_per_gate_backward(w, carry_prev, carry_new, res, d_carry):
     return dh * z, (), (dz, dr, dn), (dz, dr, dn * r)
 
 
+def _cell_data(cfg, cell_name):
+    """(model `chain(cell, dense)`, bare cell, params (layer, head), xs, targets) of the bench's problem."""
+    make = {"LSTM": sj.lstm, "GRU": sj.gru}[cell_name]
+    problem = problems.make_problem(cfg, cell_name.lower())
+    params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
+              {k: jnp.asarray(v) for k, v in problem.head.items()})
+    return (sj.chain(make(cfg.hidden), sj.dense(cfg.features)), make(cfg.hidden), params,
+            jnp.asarray(problem.xs), jnp.asarray(problem.targets))
+
+
+def _flat(params, state=None):
+    """All of `params`' leaves as one vector (a variant's checked output; `state` is ignored, so this
+    can also finish a `_shard_map_step`)."""
+    return jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(params)])
+
+
 def gru_train_variants(problem):
     """GRU train step (the bench's `chain(gru, dense)` + MSE + Adam): the kept backward step (gate
     gradients concatenated in the step, one matmul) against one matmul per gate block; each twice, so
@@ -226,17 +242,13 @@ def gru_train_variants(problem):
     from benchmarks.seqjax_tasks import train_step_fn
 
     cfg = problem.config
-    gru_problem = problems.make_problem(cfg, "gru")
-    params = ({k: jnp.asarray(v) for k, v in gru_problem.layer.items()},
-              {k: jnp.asarray(v) for k, v in gru_problem.head.items()})
-    xs, targets = jnp.asarray(gru_problem.xs), jnp.asarray(gru_problem.targets)
+    _, _, params, xs, targets = _cell_data(cfg, "GRU")
     optimizer = optax.adam(1e-3)
     state = optimizer.init(params)
 
     def variant(cell):
         step = train_step_fn(sj.chain(cell, sj.dense(cfg.features)), optimizer)
-        flat = jax.jit(lambda *a: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(step(*a)[0])]))
-        compiled = flat.lower(params, state, xs, targets).compile()
+        compiled = jax.jit(lambda *a: _flat(step(*a)[0])).lower(params, state, xs, targets).compile()
         return lambda: compiled(params, state, xs, targets)
 
     cells = {"kept: gate blocks concatenated in the step, one matmul": sj.gru(cfg.hidden),
@@ -459,16 +471,6 @@ def _shard_map_step(model, optimizer, mesh, finish):
                                  check_vma=False))
 
 
-def _cell_data(cfg, cell_name):
-    """(model `chain(cell, dense)`, bare cell, params (layer, head), xs, targets) of the bench's problem."""
-    make = {"LSTM": sj.lstm, "GRU": sj.gru}[cell_name]
-    problem = problems.make_problem(cfg, cell_name.lower())
-    params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
-              {k: jnp.asarray(v) for k, v in problem.head.items()})
-    return (sj.chain(make(cfg.hidden), sj.dense(cfg.features)), make(cfg.hidden), params,
-            jnp.asarray(problem.xs), jnp.asarray(problem.targets))
-
-
 def devices_variants(problem):
     """LSTM and GRU forward and train step on one CPU device, and with the batch split over the process's
     CPU devices (`jax.config.update("jax_num_cpu_devices", n)` before JAX starts: `main` does this for
@@ -485,9 +487,6 @@ def devices_variants(problem):
     whole, split = PartitionSpec(), PartitionSpec("batch")
     optimizer = optax.adam(1e-3)
 
-    def flat(params, state=None):
-        return jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(params)])
-
     def put(tree, spec):
         return jax.device_put(tree, NamedSharding(mesh, spec))
 
@@ -502,7 +501,7 @@ def devices_variants(problem):
         state = optimizer.init(params)
         forward = jax.jit(lambda p, x, cell=cell: sj.scan(cell, p, cell.initial_carry(x.shape[0]), x)[1])
         step = train_step_fn(model, optimizer)
-        flat_step = jax.jit(lambda *a, step=step: flat(step(*a)[0]))
+        flat_step = jax.jit(lambda *a, step=step: _flat(step(*a)[0]))
         on_devices = f"batch over {len(mesh.devices)} CPU devices"
         data = (put(params, whole), put(state, whole), put(xs, split), put(targets, split))
         out[f"{cell_name} forward, one device"] = waited(forward, params[0], xs)
@@ -510,7 +509,7 @@ def devices_variants(problem):
         out[f"{cell_name} train step, one device"] = waited(flat_step, params, state, xs, targets)
         out[f"{cell_name} train step, {on_devices}, jit partitions"] = waited(flat_step, *data)
         out[f"{cell_name} train step, {on_devices}, shard_map + one pmean"] = waited(
-            _shard_map_step(model, optimizer, mesh, flat), *data)
+            _shard_map_step(model, optimizer, mesh, _flat), *data)
     return out
 
 
@@ -586,33 +585,12 @@ def _reference(what, name, first):
 
 
 def _measure(fns, rounds, min_block_s=0.03):
-    """Interleaved medians of wall time and of process CPU time per call (CPU time above wall time means
-    XLA ran parts on both cores; on a loaded machine CPU time is the steadier measure). As in
-    `benchmarks.timing.measure`, the order rotates from round to round and one untimed call precedes
-    each block: at the large sizes a block is one call, which would otherwise pay for the switch from
-    the variant before it (two identical variants measured 10-15% apart by their place in the order)."""
-    import time
-
-    calls = {}
-    for name, fn in fns.items():
-        timing.wait(fn())
-        start = time.perf_counter()
-        timing.wait(fn())
-        calls[name] = max(1, int(min_block_s / max(time.perf_counter() - start, 1e-6)))
-    wall = {n: [] for n in fns}
-    cpu = {n: [] for n in fns}
-    names = list(fns)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            fn = fns[name]
-            timing.wait(fn())  # untimed
-            w, c = time.perf_counter(), time.process_time()
-            for _ in range(calls[name]):
-                out = fn()
-            timing.wait(out)
-            cpu[name].append((time.process_time() - c) / calls[name] * 1e3)
-            wall[name].append((time.perf_counter() - w) / calls[name] * 1e3)
-    return {n: (float(np.median(wall[n])), float(np.median(cpu[n]))) for n in fns}
+    """`benchmarks.timing.measure` over the variants (rotating order, an untimed call before each block:
+    at the large sizes a block is one call, and in a fixed order two identical variants measured 14%
+    apart by their place). Returns name -> (median wall ms, median process CPU ms) per call."""
+    contenders = [timing.Contender(name, fn, dict) for name, fn in fns.items()]
+    timings = timing.measure(contenders, rounds=rounds, min_block_s=min_block_s)
+    return {name: (t.median_ms, t.cpu_median_ms) for name, t in timings.items()}
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ class Contender(NamedTuple):
 
 
 class Timing(NamedTuple):
-    """Per-call milliseconds: median over rounds, the quartiles, and the first (compiling) call."""
+    """Per-call milliseconds: median over rounds, the quartiles, and the first (compiling) call; and the
+    median process CPU time per call (above the wall time where work ran on both cores; on a loaded
+    machine the steadier measure)."""
 
     median_ms: float
     q1_ms: float
@@ -38,6 +40,7 @@ class Timing(NamedTuple):
     compile_ms: float
     rounds: int
     calls_per_round: int
+    cpu_median_ms: float
 
 
 def wait(value):
@@ -50,12 +53,13 @@ def wait(value):
     return value
 
 
-def _time_calls(run, calls: int) -> float:
-    start = time.perf_counter()
+def _time_calls(run, calls: int) -> tuple[float, float]:
+    """Seconds per call of `calls` back-to-back calls: wall time and process CPU time."""
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         out = run()
     wait(out)
-    return (time.perf_counter() - start) / calls
+    return (time.perf_counter() - start) / calls, (time.process_time() - cpu) / calls
 
 
 def first_calls(contenders: list[Contender]) -> dict[str, float]:
@@ -80,7 +84,7 @@ def measure(contenders: list[Contender], *, rounds: int = 15, min_block_s: float
     first = first_calls(contenders) if first is None else first
     calls, round_s = {}, 0.0
     for c in contenders:  # one more warm call, also to size the blocks
-        per_call = _time_calls(c.run, 1)
+        per_call, _ = _time_calls(c.run, 1)
         calls[c.name] = max(1, min(1000, math.ceil(min_block_s / max(per_call, 1e-6))))
         round_s += per_call * calls[c.name] + pause_s
     if budget_s is not None:
@@ -94,10 +98,11 @@ def measure(contenders: list[Contender], *, rounds: int = 15, min_block_s: float
             samples[c.name].append(_time_calls(c.run, calls[c.name]))
     out = {}
     for c in contenders:
-        s = np.asarray(samples[c.name]) * 1e3
+        s, cpu = (np.asarray(a) * 1e3 for a in zip(*samples[c.name]))
         med = float(statistics.median(s))
         out[c.name] = Timing(med, float(np.percentile(s, 25)), float(np.percentile(s, 75)),
-                             first[c.name] * 1e3, max(0.0, first[c.name] * 1e3 - med), rounds, calls[c.name])
+                             first[c.name] * 1e3, max(0.0, first[c.name] * 1e3 - med), rounds, calls[c.name],
+                             float(statistics.median(cpu)))
     return out
 
 

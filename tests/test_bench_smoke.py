@@ -156,26 +156,24 @@ def test_attempt_variants_compute_what_the_kept_path_computes():
         (first, ref), *others = group(problem).items()
         for name, fn in others:
             np.testing.assert_allclose(np.asarray(fn()), np.asarray(ref()), rtol=1e-4, atol=1e-5, err_msg=name)
-    # the per-gate backward step gives the kept backward's gradients
-    cell, per_gate = sj.lstm(TINY.hidden), attempts._with_backward("lstm", TINY.hidden, attempts._per_gate_backward)
-    params = {k: jnp.asarray(v) for k, v in problem.layer.items()}
-    xs = jnp.asarray(problem.xs)
-
-    def grads(c):
+    def grads(c, params, xs):
         return jax.grad(lambda p: jnp.sum(jnp.sin(sj.scan(c, p, c.initial_carry(TINY.batch), xs)[1])))(params)
 
-    for k, v in grads(cell).items():
-        np.testing.assert_allclose(np.asarray(grads(per_gate)[k]), np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=k)
-    # the GRU's per-gate backward step (no longer kept) gives the kept one's gradients
-    gru_problem = problems.make_problem(TINY, "gru", seed=5)
-    params = {k: jnp.asarray(v) for k, v in gru_problem.layer.items()}
-    xs = jnp.asarray(gru_problem.xs)
-    gru, gru_per_gate = sj.gru(TINY.hidden), attempts._with_backward("gru", TINY.hidden,
-                                                                      attempts._gru_per_gate_backward)
+    def assert_same_grads(kept, variant, cell_problem, label):
+        params = {k: jnp.asarray(v) for k, v in cell_problem.layer.items()}
+        xs = jnp.asarray(cell_problem.xs)
+        want, got = grads(kept, params, xs), grads(variant, params, xs)
+        assert set(got) == set(want) == set(params)
+        for k, v in want.items():
+            np.testing.assert_allclose(np.asarray(got[k]), np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=f"{label} {k}")
+
+    # the per-gate backward steps (LSTM, GRU: not kept) give the kept backward's gradients
+    assert_same_grads(sj.lstm(TINY.hidden), attempts._with_backward("lstm", TINY.hidden, attempts._per_gate_backward),
+                      problem, "lstm")
     with attempts._plan(attempts.Plan(chunk=4)):  # tiny GRUs run the reference loop unless told otherwise
-        for k, v in grads(gru).items():
-            np.testing.assert_allclose(np.asarray(grads(gru_per_gate)[k]), np.asarray(v), rtol=1e-4, atol=1e-6,
-                                       err_msg=f"gru {k}")
+        assert_same_grads(sj.gru(TINY.hidden),
+                          attempts._with_backward("gru", TINY.hidden, attempts._gru_per_gate_backward),
+                          problems.make_problem(TINY, "gru", seed=5), "gru")
 
 
 def test_devices_attempts_split_the_batch_over_cpu_devices_and_compute_the_same():
