@@ -412,10 +412,7 @@ def overlap_variants(problem):
 def gru_forward_variants(problem):
     """GRU forward: the fast path (`x_t w_x` and `h w_h`, two matmuls per step) against one matmul of
     `[x_t, h]` with four blocks of columns (`z`, `r` summed; `n`'s input and recurrent parts apart)."""
-    gru_problem = problems.make_problem(problem.config, "gru")
-    cell = sj.gru(problem.config.hidden)
-    params = {k: jnp.asarray(v) for k, v in gru_problem.layer.items()}
-    xs = jnp.asarray(gru_problem.xs)
+    _, cell, (params, _), xs, _ = _cell_data(problem.config, "GRU")
     batch, hidden = problem.config.batch, problem.config.hidden
 
     def one_matmul(p, xs_BT):
