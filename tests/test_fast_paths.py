@@ -18,11 +18,13 @@ from seqjax.fast.remat import check_remat
 
 B, T, F, H = 3, 7, 2, 5
 CELLS = {"lstm": sj.lstm, "gru": sj.gru, "simple_rnn": sj.simple_rnn}
-# chunk=4 with T=7: one chunk of 4 and a ragged last chunk of 3
-PLANS = [Plan(), Plan(chunk=4), Plan(chunk=4, recompute=True), Plan(hoist=True), Plan(unroll=3),
-         Plan(fuse_xh=True, chunk=2, recompute=True), Plan(custom_vjp=False), Plan(batch_major=False, chunk=3)]
+# chunk=4 with T=7: one chunk of 4 and a ragged last chunk of 3; chunk=1: each step's forward again
+# right before its backward
+PLANS = [Plan(), Plan(chunk=4), Plan(chunk=4, recompute=True), Plan(chunk=1, recompute=True), Plan(hoist=True),
+         Plan(unroll=3), Plan(fuse_xh=True, chunk=2, recompute=True), Plan(custom_vjp=False),
+         Plan(batch_major=False, chunk=3)]
 # every plan on the LSTM, the ones that change what is kept or the loop body on the others
-CASES = [("lstm", p) for p in PLANS] + [(n, p) for n in ("gru", "simple_rnn") for p in PLANS[:4]]
+CASES = [("lstm", p) for p in PLANS] + [(n, p) for n in ("gru", "simple_rnn") for p in PLANS[:5]]
 
 
 @pytest.fixture(autouse=True)
@@ -250,6 +252,15 @@ def test_plan_keeps_residuals_while_small_and_recomputes_past_the_memory_budget(
     # past ~32 MB of kept arrays (the large config: ~210 MB) each chunk's forward pass is recomputed
     assert plan_module.plan_for(128, 200, 32, 256, "lstm", backend="cpu", huge=False).recompute
     assert plan_module.plan_for(32, 50, 2, 32, "gru", backend="cpu", huge=False).use_reference
+    # recomputing with a batch of 64 or more: chunks of one step (LSTM and GRU, where it was measured)
+    for cell in ("lstm", "gru"):
+        for batch, time, hidden in ((128, 200, 256), (1024, 50, 128), (64, 400, 256)):
+            plan = plan_module.plan_for(batch, time, 8, hidden, cell, backend="cpu", huge=False)
+            assert plan.recompute and plan.chunk == 1, (cell, batch, plan)
+        assert plan_module.plan_for(16, 2000, 8, 128, cell, backend="cpu", huge=False).chunk == 45  # long
+    assert plan_module.plan_for(1024, 50, 8, 128, "simple_rnn", backend="cpu", huge=False).chunk > 1
+    # and not where the carries every step would keep pass the budget (T = 10,000, B = 64: 655 MB of `c`)
+    assert plan_module.plan_for(64, 10_000, 8, 256, "lstm", backend="cpu", huge=False).chunk > 1
     assert plan_module.plan_for(64, 100, 8, 128, "gru", backend="gpu").hoist  # unmeasured GPU choice
 
 
@@ -260,7 +271,8 @@ def test_plan_with_huge_pages_keeps_residuals_up_to_the_larger_budget():
         plan = plan_module.plan_for(batch, time, 8, hidden, cell, backend="cpu", huge=True)
         recomputing = plan_module.plan_for(batch, time, 8, hidden, cell, backend="cpu", huge=False)
         assert plan.custom_vjp and not plan.recompute and recomputing.recompute, (cell, plan)
-        assert plan.chunk == recomputing.chunk <= round(time ** 0.5)
+        assert plan.chunk <= round(time ** 0.5)
+        assert recomputing.chunk == (1 if batch >= 64 else plan.chunk)  # one-step chunks from a batch of 64
     assert plan_module.plan_for(1024, 50, 8, 128, "lstm", backend="cpu", huge=True).chunk == 2  # wide batch
     # T = 10,000, H = 256: ~650 MB of residuals, past the budget: recomputed, as without huge pages
     assert plan_module.plan_for(8, 10_000, 8, 256, "lstm", backend="cpu", huge=True).recompute

@@ -9,10 +9,11 @@ A cell gives its maths as a `Gated` (one step forward, one step backward); the e
   (`w_h`: `h_prev^T dz`, `w_x`: `x^T dz`), not one small matmul per step.
 - chunks: the backward pass walks chunks of `plan.chunk` steps from the last, each adding its weight
   gradients (so `dz` is kept for one chunk only). With `plan.recompute` the forward pass keeps only the
-  carry at each chunk's start and the backward pass recomputes one chunk's forward at a time: memory then
-  grows with `T / chunk` carries instead of `T` steps of gate activations. On XLA:CPU fresh memory is
-  expensive (each call allocates its temporaries anew; past 32 MB that means page faults every call),
-  so the plan keeps the residuals only while they are small.
+  carry at each chunk's start (its `h` is the output before the chunk, kept anyway) and the backward
+  pass recomputes one chunk's forward at a time: memory then grows with `T / chunk` carries instead of
+  `T` steps of gate activations; chunks of one step run each step's forward again right before its
+  backward. On XLA:CPU fresh memory is expensive (each call allocates its temporaries anew; past 32 MB
+  that means page faults every call), so the plan keeps the residuals only while they are small.
 
 What a step keeps is a tuple of `[T, B, H]` arrays, one per entry, each read back with its own dynamic
 slice: XLA:CPU compiles a loop fusion that slices blocks out of a dynamically indexed array to slow
@@ -219,9 +220,10 @@ def _carry_from(ys, kept, n_rest, t):
 def sequence(maths: Gated, plan: Plan):
     """`(w, carry, xs_TB) -> (carry, ys_TB)`: the loop, with this module's backward pass if `plan` says.
 
-    Saved for the backward pass: every step's carry and residuals (`plan.recompute` False), or the
-    carry at the start of each chunk only (`plan.recompute` True; each chunk's forward runs again).
-    The backward pass walks the chunks from the last; each adds its weight gradients.
+    Saved for the backward pass: the outputs, and every step's other carry entries and residuals
+    (`plan.recompute` False), or the other carry entries at the start of each chunk only (`plan.recompute`
+    True; each chunk's forward runs again; a chunk's starting `h` is the output before it). The backward
+    pass walks the chunks from the last; each adds its weight gradients.
     """
 
     def primal(w, carry, xs_TB):
@@ -245,13 +247,13 @@ def sequence(maths: Gated, plan: Plan):
 
         def chunk(carry, xs_c):
             new_carry, ys_c, _ = _forward(maths, w, d, carry, xs_c, plan, keep=False)
-            return new_carry, (ys_c, carry)
+            return new_carry, (ys_c, tuple(carry[1:]))
 
         new_carry, (ys, starts) = lax.scan(chunk, carry, _split(xs_TB, n, k))
         ys = ys.reshape((n * k,) + ys.shape[2:])
         last_start = None
         if n * k < time:  # a ragged last chunk starts where the others end
-            last_start = new_carry
+            last_start = tuple(new_carry[1:])
             new_carry, ys_rest, _ = _forward(maths, w, d, new_carry, xs_TB[n * k:], plan, keep=False)
             ys = jnp.concatenate([ys, ys_rest], axis=0)
         return (new_carry, ys), (w, xs_TB, carry, ys, None, (starts, last_start))
@@ -274,28 +276,41 @@ def sequence(maths: Gated, plan: Plan):
         n = time // k
         n_rest = len(carry0) - 1
         d = _derive(maths, w, plan, backward=True)
-        if not recomputed:
-            if k == time:
-                d_carry, g, dxs = chunk_grads(w, d, carry0, xs_TB, dys, d_carry, ys, kept)
-                return g, d_carry, dxs
-            ends = tuple([ys[k - 1:n * k - 1:k]] + [kept[j][k - 1:n * k - 1:k] for j in range(n_rest)])
-            head = tuple(jnp.concatenate([c[None], e], axis=0) for c, e in zip(carry0, ends))
-            starts = (head, _carry_from(ys, kept, n_rest, n * k - 1) if n * k < time else None)
-        head_starts, last_start = starts
+        if not recomputed and k == time:
+            d_carry, g, dxs = chunk_grads(w, d, carry0, xs_TB, dys, d_carry, ys, kept)
+            return g, d_carry, dxs
+        rest_starts, rest_last = starts if recomputed else (None, None)
+
+        def start_of(j, rest_start):
+            """The carry at the start of chunk `j`: `h` is the output before it, the other entries were
+            kept (every step's: read like `h`; or each chunk's start when recomputing: `rest_start`)."""
+            before = jnp.maximum(j * k - 1, 0)
+
+            def pick(first, a):
+                return jnp.where(j == 0, first, lax.dynamic_index_in_dim(a, before, keepdims=False))
+
+            if recomputed:
+                return (pick(carry0[0], ys),) + tuple(rest_start)
+            return (pick(carry0[0], ys),) + tuple(pick(c, kept[i]) for i, c in enumerate(carry0[1:]))
+
         g = jax.tree.map(jnp.zeros_like, w)
         dxs_rest = None
         if n * k < time:
-            rest = (ys[n * k:], tuple(a[n * k:] for a in kept)) if not recomputed else (None, None)
+            if recomputed:
+                last_start, rest = (ys[n * k - 1],) + tuple(rest_last), (None, None)
+            else:
+                last_start = _carry_from(ys, kept, n_rest, n * k - 1)
+                rest = (ys[n * k:], tuple(a[n * k:] for a in kept))
             d_carry, g, dxs_rest = chunk_grads(w, d, last_start, xs_TB[n * k:], dys[n * k:], d_carry, *rest)
 
         def body(state, inputs):
             d_carry, g = state
-            start, xs_c, dys_c, ys_c, kept_c = inputs
-            d_carry, g_c, dxs_c = chunk_grads(w, d, start, xs_c, dys_c, d_carry, ys_c, kept_c)
+            j, rest_start, xs_c, dys_c, ys_c, kept_c = inputs
+            d_carry, g_c, dxs_c = chunk_grads(w, d, start_of(j, rest_start), xs_c, dys_c, d_carry, ys_c, kept_c)
             return (d_carry, jax.tree.map(jnp.add, g, g_c)), dxs_c
 
         kept_n = (_split(ys, n, k), tuple(_split(a, n, k) for a in kept)) if not recomputed else (None, None)
-        inputs = (head_starts, _split(xs_TB, n, k), _split(dys, n, k)) + kept_n
+        inputs = (jnp.arange(n), rest_starts, _split(xs_TB, n, k), _split(dys, n, k)) + kept_n
         (d_carry, g), dxs = lax.scan(body, (d_carry, g), inputs, reverse=True)
         dxs = dxs.reshape((n * k,) + dxs.shape[2:])
         if dxs_rest is not None:

@@ -53,11 +53,20 @@ class Plan(NamedTuple):
 # residuals (backward in chunks) measured 2-22% faster than recomputing at large, many and long, LSTM
 # and GRU (train step, two identical contenders each, THP `always`: large LSTM 255-267 vs 293-299 ms,
 # many LSTM 133-144 vs 168-170; BENCHMARKS.md); past `_KEEP_BYTES_HUGE` memory decides.
+# When recomputing, chunks of one step measured faster for LSTM and GRU from a batch of 64: each
+# iteration of the backward loop runs one step's forward again and then its backward (the inner loops of
+# one step vanish), and the weight gradients are one matmul per step, with rows enough at that batch.
+# The forward pass then keeps every step's carry but `h` (LSTM: `c`; GRU: nothing, `h` is the output).
+# Train step against the chunked recompute plan, one process: many LSTM 1.28x, GRU 1.19x; large LSTM 1.06x,
+# GRU 1.01-1.17x; B 256 T 100 H 128: 1.15-1.3x; B 128 T 400 H 128: 1.12-1.34x; B 64 T 400 H 256: LSTM
+# 1.01-1.08x, GRU 1.22x; smaller batches are slower (B 32 T 1000 H 128: 0.66-0.72x; long, B 16: 0.55x).
+_STEP_CHUNKS_BATCH = 64
 _KEEP_BYTES = 32 * 2**20
 _KEEP_BYTES_HUGE = 256 * 2**20
 _SMALL_BYTES = 4 * 2**20
 _CHUNK_BYTES = 16 * 2**20
 KEPT = {"lstm": 6, "gru": 5, "simple_rnn": 1}  # `[B, H]` arrays kept per step (carry and residuals)
+CARRIED = {"lstm": 1, "gru": 0}  # carry entries besides `h`, kept for every step when chunks are one step
 
 
 def thp_mode(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str | None:
@@ -105,6 +114,13 @@ def huge_pages() -> bool:
     return mode == "madvise" and _glibc_hugetlb(os.environ.get("GLIBC_TUNABLES", "")) == "1"
 
 
+def chunk_steps(batch: int, time: int, features: int, hidden: int, cell: str = "lstm") -> int:
+    """Steps per chunk of the backward pass: ~√T (chunks of 5 to 20 steps measured alike at T = 100 and
+    200), fewer where one chunk's buffers would pass 16 MB (wide batches; many: 2 steps)."""
+    step_bytes = 4 * batch * ((KEPT[cell] + 6) * hidden + features)  # one step's buffers in a chunk
+    return max(2, min(round(time ** 0.5), _CHUNK_BYTES // step_bytes))
+
+
 def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lstm",
              backend: str | None = None, huge: bool | None = None) -> Plan:
     """The measured-best plan for a `[time, batch, features] -> hidden` layer of `cell` on `backend`.
@@ -115,16 +131,15 @@ def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lst
     backend = backend or jax.default_backend()
     if backend != "cpu":
         return Plan(unroll=1, hoist=True, custom_vjp=True, chunk=0)  # GPU/TPU: unmeasured here
-    kept = KEPT[cell]
-    chunk = max(2, round(time ** 0.5))  # chunks of 5 to 20 steps measured alike at T = 100 and 200
     # kept arrays, plus the outputs and their gradient, which the backward pass of a layer also holds
-    keep_bytes = 4 * batch * time * (kept + 2) * hidden
+    keep_bytes = 4 * batch * time * (KEPT[cell] + 2) * hidden
     if keep_bytes <= _SMALL_BYTES:
         # small GRU: JAX's own scan VJP of the reference loop measured 1.1x faster than this backward pass
         return Plan(use_reference=True) if cell == "gru" else Plan(chunk=0, fuse_xh=True)
-    step_bytes = 4 * batch * ((kept + 6) * hidden + features)  # one step's buffers in a chunk
-    chunk = max(2, min(chunk, _CHUNK_BYTES // step_bytes))  # wide batches: short chunks (many: 2 steps)
+    chunk = chunk_steps(batch, time, features, hidden, cell)
     huge = huge_pages() if huge is None else huge
     if keep_bytes <= (_KEEP_BYTES_HUGE if huge else _KEEP_BYTES):
         return Plan(chunk=chunk, fuse_xh=True)  # `dz` for one chunk at a time
+    if cell in CARRIED and batch >= _STEP_CHUNKS_BATCH and 4 * batch * time * hidden * CARRIED[cell] <= _KEEP_BYTES_HUGE:
+        chunk = 1  # each step's forward again right before its backward
     return Plan(chunk=chunk, recompute=True, fuse_xh=True)
