@@ -212,11 +212,6 @@ def _split(a, n: int, k: int):
     return a[:n * k].reshape((n, k) + a.shape[1:])
 
 
-def _carry_from(ys, kept, n_rest, t):
-    """The carry after step `t` (static) out of the outputs and the kept arrays."""
-    return (ys[t],) + tuple(kept[k][t] for k in range(n_rest))
-
-
 def sequence(maths: Gated, plan: Plan):
     """`(w, carry, xs_TB) -> (carry, ys_TB)`: the loop, with this module's backward pass if `plan` says.
 
@@ -279,38 +274,30 @@ def sequence(maths: Gated, plan: Plan):
         if not recomputed and k == time:
             d_carry, g, dxs = chunk_grads(w, d, carry0, xs_TB, dys, d_carry, ys, kept)
             return g, d_carry, dxs
-        rest_starts, rest_last = starts if recomputed else (None, None)
-
-        def start_of(j, rest_start):
-            """The carry at the start of chunk `j`: `h` is the output before it, the other entries were
-            kept (every step's: read like `h`; or each chunk's start when recomputing: `rest_start`)."""
-            before = jnp.maximum(j * k - 1, 0)
-
-            def pick(first, a):
-                return jnp.where(j == 0, first, lax.dynamic_index_in_dim(a, before, keepdims=False))
-
-            if recomputed:
-                return (pick(carry0[0], ys),) + tuple(rest_start)
-            return (pick(carry0[0], ys),) + tuple(pick(c, kept[i]) for i, c in enumerate(carry0[1:]))
-
+        # each chunk's starting carry: `h` is the output before it, the other entries were kept (every
+        # step's, or each chunk's start when recomputing); strided slices, so only `n` rows are copied
+        if recomputed:
+            rest_head, rest_last = starts
+        else:
+            rest_head = tuple(jnp.concatenate([c[None], kept[j][k - 1:n * k - 1:k]], axis=0)
+                              for j, c in enumerate(carry0[1:]))
+            rest_last = tuple(kept[j][n * k - 1] for j in range(n_rest))
+        head_starts = (jnp.concatenate([carry0[0][None], ys[k - 1:n * k - 1:k]], axis=0),) + tuple(rest_head)
+        last_start = (ys[n * k - 1],) + tuple(rest_last) if n * k < time else None
         g = jax.tree.map(jnp.zeros_like, w)
         dxs_rest = None
         if n * k < time:
-            if recomputed:
-                last_start, rest = (ys[n * k - 1],) + tuple(rest_last), (None, None)
-            else:
-                last_start = _carry_from(ys, kept, n_rest, n * k - 1)
-                rest = (ys[n * k:], tuple(a[n * k:] for a in kept))
+            rest = (ys[n * k:], tuple(a[n * k:] for a in kept)) if not recomputed else (None, None)
             d_carry, g, dxs_rest = chunk_grads(w, d, last_start, xs_TB[n * k:], dys[n * k:], d_carry, *rest)
 
         def body(state, inputs):
             d_carry, g = state
-            j, rest_start, xs_c, dys_c, ys_c, kept_c = inputs
-            d_carry, g_c, dxs_c = chunk_grads(w, d, start_of(j, rest_start), xs_c, dys_c, d_carry, ys_c, kept_c)
+            start, xs_c, dys_c, ys_c, kept_c = inputs
+            d_carry, g_c, dxs_c = chunk_grads(w, d, start, xs_c, dys_c, d_carry, ys_c, kept_c)
             return (d_carry, jax.tree.map(jnp.add, g, g_c)), dxs_c
 
         kept_n = (_split(ys, n, k), tuple(_split(a, n, k) for a in kept)) if not recomputed else (None, None)
-        inputs = (jnp.arange(n), rest_starts, _split(xs_TB, n, k), _split(dys, n, k)) + kept_n
+        inputs = (head_starts, _split(xs_TB, n, k), _split(dys, n, k)) + kept_n
         (d_carry, g), dxs = lax.scan(body, (d_carry, g), inputs, reverse=True)
         dxs = dxs.reshape((n * k,) + dxs.shape[2:])
         if dxs_rest is not None:
