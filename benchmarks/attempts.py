@@ -2,6 +2,7 @@
 
     python -m benchmarks.attempts --config medium --what forward,train,rollout
     python -m benchmarks.attempts --config large --what overlap,gru_forward,gru_train
+    python -m benchmarks.attempts --config large --what chunks,blas
     python -m benchmarks.attempts --config medium --what devices
     python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
@@ -26,7 +27,7 @@ from jax import lax
 import seqjax as sj
 import seqjax.fast._common as fast_common
 from benchmarks import problems, timing
-from seqjax.fast.plan import Plan, plan_for
+from seqjax.fast.plan import Plan, chunk_steps, plan_for
 
 
 def _describe(plan: Plan) -> str:
@@ -254,6 +255,78 @@ def gru_train_variants(problem):
     cells = {"kept: gate blocks concatenated in the step, one matmul": sj.gru(cfg.hidden),
              "a matmul per gate block": _with_backward("gru", cfg.hidden, _gru_per_gate_backward)}
     return {f"{name} ({copy})": variant(cell) for copy in ("A", "B") for name, cell in cells.items()}
+
+
+def chunk_variants(problem):
+    """LSTM and GRU train step (the bench's `chain(cell, dense)` + MSE + Adam), the forward recomputed in
+    the backward pass in chunks of `chunk_steps` (~√T) steps against chunks of one step (the plan from a
+    batch of 64); each twice, so the spread between identical contenders shows. Returns the updated
+    parameters, flattened."""
+    from benchmarks.seqjax_tasks import train_step_fn
+
+    cfg = problem.config
+    optimizer = optax.adam(1e-3)
+    out = {}
+    for cell_name in ("LSTM", "GRU"):
+        model, _, params, xs, targets = _cell_data(cfg, cell_name)
+        state = optimizer.init(params)
+        steps = chunk_steps(cfg.batch, cfg.time, cfg.features, cfg.hidden, cell_name.lower())
+
+        def variant(plan, model=model, params=params, state=state, xs=xs, targets=targets):
+            with _plan(plan):
+                step = train_step_fn(model, optimizer)
+                compiled = jax.jit(lambda *a: _flat(step(*a)[0])).lower(params, state, xs, targets).compile()
+            return lambda: compiled(params, state, xs, targets)
+
+        for copy in ("A", "B"):
+            for k in (steps, 1):
+                out[f"{cell_name}, forward recomputed in chunks of {k} ({copy})"] = variant(
+                    Plan(chunk=k, recompute=True, fuse_xh=True))
+    return out
+
+
+def blas_variants(problem, steps: int = 200):
+    """The per-step matmuls of an LSTM layer (forward `[B, F + H] @ [F + H, 4H]`, backward
+    `[B, 4H] @ [4H, H]`), `steps` of them in a chain (each step's input depends on the previous product), by
+    XLA in a `lax.scan`, by NumPy's BLAS and by `torch.matmul` (when installed) in a Python loop: what a
+    custom-call step kernel built on those libraries would start from. Returns the final input."""
+    cfg = problem.config
+    rng = np.random.default_rng(0)
+    shapes = {"forward": (cfg.batch, cfg.features + cfg.hidden, 4 * cfg.hidden),
+              "backward": (cfg.batch, 4 * cfg.hidden, cfg.hidden)}
+    out = {}
+    for part, (b, k, n) in shapes.items():
+        a0 = rng.normal(size=(b, k)).astype(np.float32)
+        w = (rng.normal(size=(k, n)) / np.sqrt(k)).astype(np.float32)
+        label = f"{part} [{b}, {k}] @ [{k}, {n}]"
+
+        @jax.jit
+        def xla(a, w):
+            return lax.scan(lambda c, _: (c + 1e-3 * (c @ w)[:, :1], None), a, None, length=steps)[0]
+
+        def numpy_loop(a0=a0, w=w, b=b, n=n):
+            c, y = a0.copy(), np.empty((b, n), np.float32)
+            for _ in range(steps):
+                np.matmul(c, w, out=y)
+                c += 1e-3 * y[:, :1]
+            return c
+
+        out[f"{label}, XLA (lax.scan)"] = lambda a0=a0, w=w, xla=xla: xla(a0, w)
+        out[f"{label}, NumPy matmul ({np.__name__} BLAS)"] = numpy_loop
+        try:
+            import torch
+        except ImportError:
+            continue
+
+        def torch_loop(a0=torch.from_numpy(a0), w=torch.from_numpy(w), b=b, n=n):
+            c, y = a0.clone(), torch.empty((b, n))
+            for _ in range(steps):
+                torch.matmul(c, w, out=y)
+                c += 1e-3 * y[:, :1]
+            return c.numpy()
+
+        out[f"{label}, torch.matmul ({torch.get_num_threads()} threads)"] = torch_loop
+    return out
 
 
 def train_variants(problem):
@@ -533,6 +606,8 @@ def devices_loop(config, cell_name: str, steps: int, wait: bool) -> float:
 
 VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants,
             "overlap": overlap_variants, "gru_forward": gru_forward_variants, "gru_train": gru_train_variants,
+            "chunks": chunk_variants,
+            "blas": blas_variants,
             "devices": devices_variants}
 
 
@@ -563,22 +638,26 @@ def main(argv=None):
         first = next(iter(fns))
         if what != "train":  # train: the variants' Adam steps differ in float32 rounding only
             for name, fn in fns.items():
-                ref = _reference(what, name, first)
+                ref = _reference(what, name, first, fns)
                 np.testing.assert_allclose(np.asarray(fn()), np.asarray(fns[ref]()), atol=5e-4, rtol=1e-3,
                                            err_msg=f"{name} against {ref}")
         t = _measure(fns, args.rounds)
         print(f"\n{what} ({config.name}: B={config.batch} T={config.time} F={config.features} H={config.hidden})"
               "   wall ms (median) | process CPU ms (median) | speedup over the reference (wall)")
         for name, (wall, cpu) in t.items():
-            print(f"  {name:72s} {wall:9.3f} | {cpu:9.3f} | {t[_reference(what, name, first)][0] / wall:4.2f}x")
+            print(f"  {name:72s} {wall:9.3f} | {cpu:9.3f} | {t[_reference(what, name, first, t)][0] / wall:4.2f}x")
         results[what] = t
     return results
 
 
-def _reference(what, name, first):
+def _reference(what, name, first, names):
     """The variant `name` is checked and compared against: the first of its group; in `devices`, the same
-    work on one device."""
-    return name.split(", ")[0] + ", one device" if what == "devices" else first
+    work on one device; in `chunks` and `blas`, the first variant of the same cell or matmul."""
+    if what == "devices":
+        return name.split(", ")[0] + ", one device"
+    if what in ("chunks", "blas"):
+        return next(n for n in names if n.split(", ")[0] == name.split(", ")[0])
+    return first
 
 
 def _measure(fns, rounds, min_block_s=0.03):

@@ -176,6 +176,22 @@ def test_attempt_variants_compute_what_the_kept_path_computes():
                           problems.make_problem(TINY, "gru", seed=5), "gru")
 
 
+def test_chunk_and_blas_attempts_check_each_variant_against_its_own_first():
+    from benchmarks import attempts
+
+    # `main` checks every variant against the first of its cell (chunks of ~√T) or matmul (XLA's) first
+    results = attempts.main(["--config", "tiny", "--what", "chunks,blas", "--rounds", "1"])
+    chunks, blas = results["chunks"], results["blas"]
+    for cell in ("LSTM", "GRU"):
+        names = [n for n in chunks if n.startswith(cell + ",")]
+        assert len(names) == 4 and sum("chunks of 1 " in n for n in names) == 2, names
+        assert attempts._reference("chunks", names[-1], next(iter(chunks)), chunks) == names[0]
+    for part, shape in (("forward", "[4, 11] @ [11, 32]"), ("backward", "[4, 32] @ [32, 8]")):
+        names = [n for n in blas if n.startswith(f"{part} {shape},")]
+        assert len(names) >= 2 and names[0].endswith("XLA (lax.scan)"), names
+        assert attempts._reference("blas", names[-1], next(iter(blas)), blas) == names[0]
+
+
 def test_devices_attempts_split_the_batch_over_cpu_devices_and_compute_the_same():
     import os
     import subprocess
