@@ -26,6 +26,8 @@ from jax import lax
 
 import seqjax as sj
 import seqjax.fast._common as fast_common
+from seqjax.fast import gru as fast_gru
+from seqjax.fast import lstm as fast_lstm
 from benchmarks import problems, timing
 from seqjax.fast.plan import Plan, chunk_steps, plan_for
 
@@ -181,24 +183,29 @@ def forward_variants(problem):
     return out
 
 
-def _per_gate_backward(w, carry_prev, carry_new, res, d_carry):
-    """`seqjax.fast.lstm`'s backward step, giving `dz` as its four gate blocks (the engine then multiplies
-    block by block instead of concatenating them for one matmul)."""
-    _, c_prev = carry_prev
-    i, f, g, o = res
-    tc = jnp.tanh(carry_new[1])
-    dh, dc = d_carry
-    dc = dc + dh * o * (1 - tc * tc)
-    dz = (dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o))
-    return None, (dc * f,), dz, dz
+def _gate_blocks_backward(backward, count: int):
+    """A cell's backward step giving its pre-activation gradients `dzx`, `dzh` as their `count` gate
+    blocks (`[B, H]` each) instead of one `[B, count H]` array: the engine then multiplies block by block
+    (`count` `[B, H] @ [H, H]` matmuls per step instead of one) and concatenates the blocks after the loop
+    for the weight gradients. XLA folds the slices of the concatenation away, so only the matmuls differ."""
+
+    def split(w, carry_prev, carry_new, res, d_carry):
+        dh, d_rest, dzx, dzh = backward(w, carry_prev, carry_new, res, d_carry)
+        hidden = carry_prev[0].shape[-1]
+        dzx_blocks = fast_common.blocks(dzx, hidden, count)
+        return dh, d_rest, dzx_blocks, dzx_blocks if dzh is dzx else fast_common.blocks(dzh, hidden, count)
+
+    return split
+
+
+_per_gate_backward = _gate_blocks_backward(fast_lstm.LSTM.backward, 4)
+_gru_per_gate_backward = _gate_blocks_backward(fast_gru.GRU.backward, 3)
 
 
 def _with_backward(cell: str, hidden: int, backward):
     """`sj.lstm(hidden)` or `sj.gru(hidden)` (`cell`: "lstm", "gru") whose fast path runs `backward` as
     its backward step (the cell captures its `Gated` maths when built)."""
-    import importlib
-
-    module = importlib.import_module(f"seqjax.fast.{cell}")
+    module = {"lstm": fast_lstm, "gru": fast_gru}[cell]
     name = cell.upper()
     kept = getattr(module, name)
     setattr(module, name, kept._replace(backward=backward))
@@ -206,18 +213,6 @@ def _with_backward(cell: str, hidden: int, backward):
         return getattr(sj, cell)(hidden)
     finally:
         setattr(module, name, kept)
-
-
-def _gru_per_gate_backward(w, carry_prev, carry_new, res, d_carry):
-    """`seqjax.fast.gru`'s backward step giving `dzx` and `dzh` as tuples of their `[B, H]` gate blocks
-    (the engine then multiplies block by block: three `[B, H] @ [H, H]` matmuls per step instead of one
-    `[B, 3H] @ [3H, H]`, and concatenates the blocks after the loop for the weight gradients)."""
-    (h_prev,) = carry_prev
-    (dh,) = d_carry
-    z, r, n, h_n = res
-    dn = dh * (1 - z) * (1 - n * n)
-    dz, dr = dh * (h_prev - n) * z * (1 - z), dn * h_n * r * (1 - r)
-    return dh * z, (), (dz, dr, dn), (dz, dr, dn * r)
 
 
 def _cell_data(cfg, cell_name):
@@ -236,21 +231,28 @@ def _flat(params, state=None):
     return jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(params)])
 
 
+def _compiled_flat_step(model, optimizer, params, state, xs, targets, plan=None):
+    """A zero-arg callable running the bench's Adam step of `model`'s MSE (compiled under `plan`, or the
+    plan `plan_for` picks) and returning the updated parameters, flattened."""
+    from benchmarks.seqjax_tasks import train_step_fn
+
+    with _plan(plan) if plan is not None else contextlib.nullcontext():
+        step = train_step_fn(model, optimizer)
+        compiled = jax.jit(lambda *a: _flat(step(*a)[0])).lower(params, state, xs, targets).compile()
+    return lambda: compiled(params, state, xs, targets)
+
+
 def gru_train_variants(problem):
     """GRU train step (the bench's `chain(gru, dense)` + MSE + Adam): the kept backward step (gate
     gradients concatenated in the step, one matmul) against one matmul per gate block; each twice, so
     the spread between identical contenders shows. Returns the updated parameters, flattened."""
-    from benchmarks.seqjax_tasks import train_step_fn
-
     cfg = problem.config
     _, _, params, xs, targets = _cell_data(cfg, "GRU")
     optimizer = optax.adam(1e-3)
     state = optimizer.init(params)
 
     def variant(cell):
-        step = train_step_fn(sj.chain(cell, sj.dense(cfg.features)), optimizer)
-        compiled = jax.jit(lambda *a: _flat(step(*a)[0])).lower(params, state, xs, targets).compile()
-        return lambda: compiled(params, state, xs, targets)
+        return _compiled_flat_step(sj.chain(cell, sj.dense(cfg.features)), optimizer, params, state, xs, targets)
 
     cells = {"kept: gate blocks concatenated in the step, one matmul": sj.gru(cfg.hidden),
              "a matmul per gate block": _with_backward("gru", cfg.hidden, _gru_per_gate_backward)}
@@ -262,8 +264,6 @@ def chunk_variants(problem):
     the backward pass in chunks of `chunk_steps` (~√T) steps against chunks of one step (the plan from a
     batch of 64); each twice, so the spread between identical contenders shows. Returns the updated
     parameters, flattened."""
-    from benchmarks.seqjax_tasks import train_step_fn
-
     cfg = problem.config
     optimizer = optax.adam(1e-3)
     out = {}
@@ -271,17 +271,10 @@ def chunk_variants(problem):
         model, _, params, xs, targets = _cell_data(cfg, cell_name)
         state = optimizer.init(params)
         steps = chunk_steps(cfg.batch, cfg.time, cfg.features, cfg.hidden, cell_name.lower())
-
-        def variant(plan, model=model, params=params, state=state, xs=xs, targets=targets):
-            with _plan(plan):
-                step = train_step_fn(model, optimizer)
-                compiled = jax.jit(lambda *a: _flat(step(*a)[0])).lower(params, state, xs, targets).compile()
-            return lambda: compiled(params, state, xs, targets)
-
         for copy in ("A", "B"):
             for k in (steps, 1):
-                out[f"{cell_name}, forward recomputed in chunks of {k} ({copy})"] = variant(
-                    Plan(chunk=k, recompute=True, fuse_xh=True))
+                out[f"{cell_name}, forward recomputed in chunks of {k} ({copy})"] = _compiled_flat_step(
+                    model, optimizer, params, state, xs, targets, Plan(chunk=k, recompute=True, fuse_xh=True))
     return out
 
 
@@ -290,6 +283,10 @@ def blas_variants(problem, steps: int = 200):
     `[B, 4H] @ [4H, H]`), `steps` of them in a chain (each step's input depends on the previous product), by
     XLA in a `lax.scan`, by NumPy's BLAS and by `torch.matmul` (when installed) in a Python loop: what a
     custom-call step kernel built on those libraries would start from. Returns the final input."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
     cfg = problem.config
     rng = np.random.default_rng(0)
     shapes = {"forward": (cfg.batch, cfg.features + cfg.hidden, 4 * cfg.hidden),
@@ -311,11 +308,9 @@ def blas_variants(problem, steps: int = 200):
                 c += 1e-3 * y[:, :1]
             return c
 
-        out[f"{label}, XLA (lax.scan)"] = lambda a0=a0, w=w, xla=xla: xla(a0, w)
+        out[f"{label}, XLA (lax.scan)"] = lambda a=jnp.asarray(a0), w=jnp.asarray(w), xla=xla: xla(a, w)
         out[f"{label}, NumPy matmul ({np.__name__} BLAS)"] = numpy_loop
-        try:
-            import torch
-        except ImportError:
+        if torch is None:
             continue
 
         def torch_loop(a0=torch.from_numpy(a0), w=torch.from_numpy(w), b=b, n=n):

@@ -68,7 +68,8 @@ _KEEP_BYTES_HUGE = 256 * 2**20
 _SMALL_BYTES = 4 * 2**20
 _CHUNK_BYTES = 16 * 2**20
 KEPT = {"lstm": 6, "gru": 5, "simple_rnn": 1}  # `[B, H]` arrays kept per step (carry and residuals)
-CARRIED = {"lstm": 1, "gru": 0}  # carry entries besides `h`, kept for every step when chunks are one step
+# carry entries besides `h`, kept for every step when chunks are one step; the cells that was measured for
+CARRIED = {"lstm": 1, "gru": 0}
 
 
 def thp_mode(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str | None:
