@@ -18,11 +18,11 @@ from seqjax.fast.remat import check_remat
 
 B, T, F, H = 3, 7, 2, 5
 CELLS = {"lstm": sj.lstm, "gru": sj.gru, "simple_rnn": sj.simple_rnn}
-# chunk=4 with T=7: one chunk of 4 and a ragged last chunk of 3; chunk=1: each step's forward again
-# right before its backward
+# chunk=4 with T=7: one chunk of 4 and a ragged last chunk of 3; chunk=1 with recompute: each step's
+# forward again right before its backward (and without: one-step chunks over every step's residuals)
 PLANS = [Plan(), Plan(chunk=4), Plan(chunk=4, recompute=True), Plan(chunk=1, recompute=True), Plan(hoist=True),
          Plan(unroll=3), Plan(fuse_xh=True, chunk=2, recompute=True), Plan(custom_vjp=False),
-         Plan(batch_major=False, chunk=3)]
+         Plan(batch_major=False, chunk=3), Plan(chunk=1)]
 # every plan on the LSTM, the ones that change what is kept or the loop body on the others
 CASES = [("lstm", p) for p in PLANS] + [(n, p) for n in ("gru", "simple_rnn") for p in PLANS[:5]]
 
@@ -262,6 +262,28 @@ def test_plan_keeps_residuals_while_small_and_recomputes_past_the_memory_budget(
     # and not where the carries every step would keep pass the budget (T = 10,000, B = 64: 655 MB of `c`)
     assert plan_module.plan_for(64, 10_000, 8, 256, "lstm", backend="cpu", huge=False).chunk > 1
     assert plan_module.plan_for(64, 100, 8, 128, "gru", backend="gpu").hoist  # unmeasured GPU choice
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_one_step_chunks_keep_no_second_copy_of_the_outputs(name, monkeypatch):
+    """One-step chunks read each step's starting `h` from the outputs inside the backward loop: the
+    gradient's temporaries hold the outputs, the carried `c` (LSTM) and the outputs' gradient, not also a
+    shifted copy of the outputs (as they did with the chunk starts sliced out before the loop: 26 MB more
+    per large train step). Larger sizes than elsewhere, so the `[T, B, H]` arrays dominate."""
+    from seqjax.fast.plan import CARRIED
+
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: Plan(chunk=1, recompute=True, fuse_xh=True))
+    b, t, f, h = 5, 120, 3, 24
+    model = sj.chain(CELLS[name](h), sj.dense(f))
+    params = model.init(jax.random.key(0), f)
+    xs = _data(shape=(b, t, f))
+
+    def loss(p):
+        return jnp.sum(sj.scan(model, p, model.initial_carry(b), xs)[1] ** 2)
+
+    temp = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+    outputs = 4 * b * t * h
+    assert temp < (CARRIED[name] + 3) * outputs, (temp / outputs, name)
 
 
 def test_plan_with_huge_pages_keeps_residuals_up_to_the_larger_budget():

@@ -208,8 +208,24 @@ def chunk_length(time: int, target: int) -> int:
 
 
 def _split(a, n: int, k: int):
-    """The first `n * k` steps of `a [T, ...]` as `[n, k, ...]`."""
-    return a[:n * k].reshape((n, k) + a.shape[1:])
+    """The first `n * k` steps of `a [T, ...]` as `[n, k, ...]`, or `[n, ...]` when chunks are one step:
+    XLA:CPU copies a `[T, 1, ...]` reshape of a computed array (a layout change), 26 MB at large sizes."""
+    return a[:n] if k == 1 else a[:n * k].reshape((n, k) + a.shape[1:])
+
+
+def _merge(a, n: int, k: int):
+    """The inverse of `_split`: `[n, k, ...]` (or `[n, ...]`) as `[n * k, ...]`."""
+    return a if k == 1 else a.reshape((n * k,) + a.shape[2:])
+
+
+def _chunk(a, k: int):
+    """One chunk of a `_split` array as `[k, ...]` (inside a loop over chunks)."""
+    return None if a is None else a[None] if k == 1 else a
+
+
+def _unchunk(a, k: int):
+    """The inverse of `_chunk`, for a chunk loop's outputs."""
+    return a[0] if k == 1 else a
 
 
 def sequence(maths: Gated, plan: Plan):
@@ -241,11 +257,11 @@ def sequence(maths: Gated, plan: Plan):
             return (new_carry, ys), (w, xs_TB, carry, ys, () if kept is None else kept, None)
 
         def chunk(carry, xs_c):
-            new_carry, ys_c, _ = _forward(maths, w, d, carry, xs_c, plan, keep=False)
-            return new_carry, (ys_c, tuple(carry[1:]))
+            new_carry, ys_c, _ = _forward(maths, w, d, carry, _chunk(xs_c, k), plan, keep=False)
+            return new_carry, (_unchunk(ys_c, k), tuple(carry[1:]))
 
         new_carry, (ys, starts) = lax.scan(chunk, carry, _split(xs_TB, n, k))
-        ys = ys.reshape((n * k,) + ys.shape[2:])
+        ys = _merge(ys, n, k)
         last_start = None
         if n * k < time:  # a ragged last chunk starts where the others end
             last_start = tuple(new_carry[1:])
@@ -276,14 +292,24 @@ def sequence(maths: Gated, plan: Plan):
             return g, d_carry, dxs
         # each chunk's starting carry: `h` is the output before it, the other entries were kept (every
         # step's, or each chunk's start when recomputing); strided slices, so only `n` rows are copied
+        # (`h` of one-step chunks below)
         if recomputed:
             rest_head, rest_last = starts
         else:
             rest_head = tuple(jnp.concatenate([c[None], kept[j][k - 1:n * k - 1:k]], axis=0)
                               for j, c in enumerate(carry0[1:]))
             rest_last = tuple(kept[j][n * k - 1] for j in range(n_rest))
-        head_starts = (jnp.concatenate([carry0[0][None], ys[k - 1:n * k - 1:k]], axis=0),) + tuple(rest_head)
         last_start = (ys[n * k - 1],) + tuple(rest_last) if n * k < time else None
+        # one-step chunks: that slice would copy every output, so the loop reads the output before step j
+        h_heads = jnp.concatenate([carry0[0][None], ys[k - 1:n * k - 1:k]], axis=0) if k > 1 else jnp.arange(n)
+
+        def h_start(head):
+            """A chunk's starting `h` from its entry of `h_heads`."""
+            if k > 1:
+                return head
+            before = lax.dynamic_index_in_dim(ys, jnp.maximum(head - 1, 0), keepdims=False)
+            return jnp.where(head == 0, carry0[0], before)
+
         g = jax.tree.map(jnp.zeros_like, w)
         dxs_rest = None
         if n * k < time:
@@ -292,14 +318,17 @@ def sequence(maths: Gated, plan: Plan):
 
         def body(state, inputs):
             d_carry, g = state
-            start, xs_c, dys_c, ys_c, kept_c = inputs
-            d_carry, g_c, dxs_c = chunk_grads(w, d, start, xs_c, dys_c, d_carry, ys_c, kept_c)
-            return (d_carry, jax.tree.map(jnp.add, g, g_c)), dxs_c
+            h_head, rest, xs_c, dys_c, ys_c, kept_c = inputs
+            start = (h_start(h_head),) + tuple(rest)
+            kept_c = None if kept_c is None else tuple(_chunk(a, k) for a in kept_c)
+            d_carry, g_c, dxs_c = chunk_grads(w, d, start, _chunk(xs_c, k), _chunk(dys_c, k), d_carry,
+                                              _chunk(ys_c, k), kept_c)
+            return (d_carry, jax.tree.map(jnp.add, g, g_c)), _unchunk(dxs_c, k)
 
         kept_n = (_split(ys, n, k), tuple(_split(a, n, k) for a in kept)) if not recomputed else (None, None)
-        inputs = (head_starts, _split(xs_TB, n, k), _split(dys, n, k)) + kept_n
+        inputs = (h_heads, tuple(rest_head), _split(xs_TB, n, k), _split(dys, n, k)) + kept_n
         (d_carry, g), dxs = lax.scan(body, (d_carry, g), inputs, reverse=True)
-        dxs = dxs.reshape((n * k,) + dxs.shape[2:])
+        dxs = _merge(dxs, n, k)
         if dxs_rest is not None:
             dxs = jnp.concatenate([dxs, dxs_rest], axis=0)
         return g, d_carry, dxs
