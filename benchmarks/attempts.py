@@ -3,6 +3,7 @@
     python -m benchmarks.attempts --config medium --what forward,train,rollout
     python -m benchmarks.attempts --config large --what overlap,gru_forward,gru_train
     python -m benchmarks.attempts --config large --what chunks,blas
+    python -m benchmarks.attempts --config many --what head
     python -m benchmarks.attempts --config medium --what devices
     python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
@@ -275,6 +276,24 @@ def chunk_variants(problem):
             for k in (steps, 1):
                 out[f"{cell_name}, forward recomputed in chunks of {k} ({copy})"] = _compiled_flat_step(
                     model, optimizer, params, state, xs, targets, Plan(chunk=k, recompute=True, fuse_xh=True))
+    return out
+
+
+def head_variants(problem):
+    """`sj.scan` of the bench's `chain(cell, dense)` evaluated (all outputs, no gradient): the dense part
+    run inside the recurrent loop as its head (what `chain` does), layer by layer (the dense over the
+    layer's `[T, B, H]` outputs; the dense's sequence without its `pointwise` mark), and the reference loop
+    over `chain.step`. LSTM and GRU. Returns the outputs."""
+    cfg = problem.config
+    out = {}
+    for cell_name in ("LSTM", "GRU"):
+        model, cell, params, xs, _ = _cell_data(cfg, cell_name)
+        dense = sj.dense(cfg.features)
+        layered = sj.chain(cell, dense._replace(sequence=lambda *a, **k: dense.sequence(*a, **k)))
+        for label, m in (("head in the loop", model), ("layer by layer", layered),
+                         ("reference loop", model._replace(sequence=None))):
+            fn = jax.jit(lambda p, xs, m=m: sj.scan(m, p, m.initial_carry(cfg.batch), xs)[1])
+            out[f"{cell_name}, {label}"] = lambda fn=fn, params=params, xs=xs: fn(params, xs)
     return out
 
 
@@ -602,6 +621,7 @@ def devices_loop(config, cell_name: str, steps: int, wait: bool) -> float:
 VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants,
             "overlap": overlap_variants, "gru_forward": gru_forward_variants, "gru_train": gru_train_variants,
             "chunks": chunk_variants,
+            "head": head_variants,
             "blas": blas_variants,
             "devices": devices_variants}
 
@@ -647,10 +667,10 @@ def main(argv=None):
 
 def _reference(what, name, first, names):
     """The variant `name` is checked and compared against: the first of its group; in `devices`, the same
-    work on one device; in `chunks` and `blas`, the first variant of the same cell or matmul."""
+    work on one device; in `chunks`, `head` and `blas`, the first variant of the same cell or matmul."""
     if what == "devices":
         return name.split(", ")[0] + ", one device"
-    if what in ("chunks", "blas"):
+    if what in ("chunks", "head", "blas"):
         return next(n for n in names if n.split(", ")[0] == name.split(", ")[0])
     return first
 

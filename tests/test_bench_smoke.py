@@ -176,12 +176,17 @@ def test_attempt_variants_compute_what_the_kept_path_computes():
                           problems.make_problem(TINY, "gru", seed=5), "gru")
 
 
-def test_chunk_and_blas_attempts_check_each_variant_against_its_own_first():
+def test_chunk_head_and_blas_attempts_check_each_variant_against_its_own_first():
     from benchmarks import attempts
 
-    # `main` checks every variant against the first of its cell (chunks of ~√T) or matmul (XLA's) first
-    results = attempts.main(["--config", "tiny", "--what", "chunks,blas", "--rounds", "1"])
-    chunks, blas = results["chunks"], results["blas"]
+    # `main` checks every variant against the first of its cell (chunks of ~√T; the head in the loop) or
+    # matmul (XLA's) first
+    results = attempts.main(["--config", "tiny", "--what", "chunks,head,blas", "--rounds", "1"])
+    chunks, head, blas = results["chunks"], results["head"], results["blas"]
+    for cell in ("LSTM", "GRU"):
+        names = [n for n in head if n.startswith(cell + ",")]
+        assert [n.split(", ")[1] for n in names] == ["head in the loop", "layer by layer", "reference loop"]
+        assert attempts._reference("head", names[-1], next(iter(head)), head) == names[0]
     for cell in ("LSTM", "GRU"):
         names = [n for n in chunks if n.startswith(cell + ",")]
         assert len(names) == 4 and sum("chunks of 1 " in n for n in names) == 2, names

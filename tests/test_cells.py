@@ -137,6 +137,14 @@ def test_dense_and_activation_per_step(xs):
     assert sj.dense(6, use_bias=False).init(jax.random.key(0), F).keys() == {"w"}
 
 
+def test_chain_init_passes_the_size_through_an_activation():
+    """A layer after `sj.activation` (which takes any size) gets the size that reaches it, not 1."""
+    cell = sj.chain(sj.dense(6), sj.activation("tanh"), sj.lstm(H), sj.activation("relu"), sj.dense(2))
+    params = cell.init(jax.random.key(4), F)
+    assert params[2]["w_x"].shape == (6, 4 * H) and params[4]["w"].shape == (H, 2)
+    assert cell.input_spec(params).shape == (F,)
+
+
 def test_embed_lookup_and_out_of_range_ids():
     cell = sj.embed(11, 4)
     params = cell.init(jax.random.key(0), None)

@@ -13,6 +13,7 @@ import pytest
 import reference as ref
 import seqjax as sj
 import seqjax.fast._common as fast_common
+from seqjax.cells.chain import _heads
 from seqjax.fast.plan import Plan, plan_for
 from seqjax.fast.remat import check_remat
 
@@ -179,6 +180,52 @@ def test_chain_of_fast_layers_and_head_matches_reference_parts():
         np.testing.assert_allclose(a, b, atol=2e-5)
     for a, b in zip(jax.tree.leaves(g_f), jax.tree.leaves(g_s)):
         np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+
+
+HEAD_CASES = [(n, p) for n in sorted(CELLS) for p in (Plan(), Plan(chunk=4, recompute=True))] + [
+    ("lstm", p) for p in (Plan(chunk=1, recompute=True), Plan(custom_vjp=False), Plan(batch_major=False, chunk=3))]
+
+
+@pytest.mark.parametrize("name, plan", HEAD_CASES, ids=str)
+def test_chain_hands_its_stateless_parts_to_the_recurrent_layer_before_them(name, plan, monkeypatch):
+    """`dense` and `activation` parts after a recurrent layer run as its head (inside the loop when
+    evaluated, over all steps in the backward pass): values and gradients are those of the reference loop
+    over `chain.step`, with two heads, a head feeding the next recurrent layer, and with a mask (layer by
+    layer then)."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: plan)
+    parts = (CELLS[name](H), sj.dense(4), sj.activation("tanh"), sj.lstm(3), sj.dense(F))
+    assert sorted(_heads(parts)) == [0, 3]
+    model = sj.chain(*parts)
+    params = model.init(jax.random.key(0), F)
+    carry = _carry(model)
+    new_carry, ys = _assert_same(model, params, carry, _data())
+    assert ys.shape == (B, T, F) and new_carry[1] == () and new_carry[2] == ()
+    _assert_same(model, params, carry, _data(), mask=_mask())
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_chain_inference_does_not_write_the_recurrent_outputs(name, monkeypatch):
+    """Evaluated, `chain(rnn(H), dense(F))` writes only the `[T, B, F]` head outputs: its temporaries stay
+    below half a `[T, B, H]` array (0.18-0.35; layer by layer they held the outputs and a transposed copy
+    of them: 2.0)."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: Plan(chunk=1, recompute=True, fuse_xh=True))
+    b, t, f, h = 5, 120, 3, 24
+    model = sj.chain(CELLS[name](h), sj.dense(f))
+    params = model.init(jax.random.key(0), f)
+    xs = _data(shape=(b, t, f))
+    run = jax.jit(lambda p, xs: sj.scan(model, p, model.initial_carry(b), xs))
+    temp = run.lower(params, xs).compile().memory_analysis().temp_size_in_bytes
+    assert temp < 4 * b * t * h / 2, temp / (4 * b * t * h)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_input_dropout_on_the_reference_plan_is_applied_once(name, monkeypatch):
+    """Where the plan hands over to the reference loop (small GRUs), the inputs reach it unmasked: the
+    reference step applies the dropout mask itself (it was applied twice before)."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: Plan(use_reference=True))
+    cell = CELLS[name](H, dropout=0.4)
+    params, carry, xs = _params(name), _carry(cell), _data()
+    _assert_same(cell, params, carry, xs, key=jax.random.key(5))
 
 
 def test_vmap_over_a_leading_axis_of_data_and_its_gradient():

@@ -39,6 +39,7 @@ def _stateless_cell(name: str, init, apply: Callable, input_spec) -> Cell:
                  masked_output="previous"):
         return carry, fill_masked(apply(params, xs_TB), mask_TB, masked_output)
 
+    sequence.pointwise = True  # each step's output depends on that step's input only (`chain` may fuse it)
     return Cell(init=compiled_init(init), initial_carry=initial_carry, step=step, input_spec=input_spec,
                 sample_noise=no_noise, sequence=sequence, name=name)
 

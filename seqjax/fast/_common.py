@@ -25,8 +25,8 @@ def reference_loop(step, initial_carry):
 
 
 @functools.lru_cache(maxsize=None)
-def _loop(maths: engine.Gated, plan):
-    return engine.sequence(maths, plan)
+def _loop(maths: engine.Gated, plan, head=None):
+    return engine.sequence(maths, plan, head)
 
 
 def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: bool, param_names: tuple,
@@ -37,30 +37,42 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
     `step` (same maths step by step) when the cell's maths is not `maths`, with `mask`/`reset`, with
     recurrent dropout, or when params, carry and inputs are not all of one floating dtype. Input dropout
     multiplies all steps at once, as the step does.
+
+    `head` (an `engine.Head`, with its `head_params`; `chain` passes the dense / activation parts that
+    follow the layer, without `mask` or `reset`): the outputs are the head's, and evaluated without a
+    gradient the head runs inside the loop (`sequence.takes_head` marks functions that accept it).
     """
     reference = reference_loop(step, initial_carry)
 
     def sequence(params, carry, xs_TB, *, mask_TB=None, reset_TB=None, noise=None, unroll=1,
-                 masked_output="previous"):
+                 masked_output="previous", head=None, head_params=()):
+
+        def by_reference():  # on the inputs as given: the reference step applies the dropout masks itself
+            new_carry, ys = reference(params, carry, xs_TB, mask_TB=mask_TB, reset_TB=reset_TB, noise=noise,
+                                      unroll=unroll, masked_output=masked_output)
+            return new_carry, ys if head is None else head.sequence(head_params, ys)
+
         arrays = [params[n] for n in param_names] + list(carry) + [xs_TB]
         dtypes = {jnp.result_type(a) for a in arrays}
         if (not maths_supported or mask_TB is not None or reset_TB is not None
                 or (noise is not None and "h" in noise) or len(dtypes) != 1
                 or not jnp.issubdtype(next(iter(dtypes)), jnp.floating)):
-            return reference(params, carry, xs_TB, mask_TB=mask_TB, reset_TB=reset_TB, noise=noise,
-                             unroll=unroll, masked_output=masked_output)
-        if noise is not None and "x" in noise:
-            xs_TB = xs_TB * noise["x"]  # one input mask for the whole call, as the step applies it
+            return by_reference()
         time, batch, features = xs_TB.shape
         plan = plan_for(batch, time, features, carry[0].shape[-1], maths.name)
         if plan.use_reference:
-            return reference(params, carry, xs_TB, mask_TB=mask_TB, reset_TB=reset_TB, noise=noise,
-                             unroll=unroll, masked_output=masked_output)
+            return by_reference()
+        # one input dropout mask for the whole call, as the step applies it
+        inputs = xs_TB * noise["x"] if noise is not None and "x" in noise else xs_TB
         if unroll != 1:
             plan = plan._replace(unroll=unroll)
         names = tuple(param_names) + (None,) * (4 - len(param_names))
         w = engine.Weights(*(None if n is None else params[n] for n in names))
-        new_carry, ys_TB = _loop(maths, plan)(w, tuple(carry), xs_TB)
+        if head is None:
+            new_carry, ys_TB = _loop(maths, plan)(w, tuple(carry), inputs)
+        else:
+            new_carry, ys_TB = _loop(maths, plan, head)(w, tuple(head_params), tuple(carry), inputs)
         return carry_type(*new_carry), ys_TB
 
+    sequence.takes_head = True
     return sequence

@@ -68,6 +68,15 @@ class Gated(NamedTuple):
     backward: Callable
 
 
+class Head(NamedTuple):
+    """Stateless per-step layers after the recurrent one (a `chain`'s dense / activation parts), run by the
+    engine so that inference writes only their small outputs: `step(params, h_t [B, H]) -> y_t` inside
+    the forward loop, `sequence(params, hs_TB) -> ys_TB` over all steps at once (the backward pass)."""
+
+    step: Callable
+    sequence: Callable
+
+
 def _gate_blocks(xp, blocks: int):
     """The gate blocks of a projection as separate `[B, H]` arrays."""
     hidden = xp.shape[-1] // blocks
@@ -122,31 +131,36 @@ def _projector(maths: Gated, w: Weights, d: Derived, plan: Plan):
     return lambda xs_TB: xs_TB, project
 
 
-def _forward(maths: Gated, w: Weights, d: Derived, carry, xs_TB, plan: Plan, keep: bool):
+def _forward(maths: Gated, w: Weights, d: Derived, carry, xs_TB, plan: Plan, keep: bool, out=None):
     """`(carry, ys_TB, kept)`: `kept` is the tuple of `[T, B, H]` arrays of each step's new carry but `h`
-    (which is `ys`), then its residuals; None unless `keep` (or when there is nothing to keep)."""
+    (which is `ys`), then its residuals; None unless `keep` (or when there is nothing to keep).
+    `out(h_t) -> y_t`: what is written as the step's output instead of `h_t` (a head; not with `keep`)."""
     prepare, project = _projector(maths, w, d, plan)
+    out = out or (lambda h: h)
 
     def body(carry, x_t):
         new_carry, res = maths.step(w, carry, project(x_t, carry[0]), keep)
         entries = tuple(new_carry[1:]) + (tuple(res) if keep else ())
-        return new_carry, (new_carry[0], entries if keep and entries else None)
+        return new_carry, (out(new_carry[0]), entries if keep and entries else None)
 
     carry, (ys, kept) = lax.scan(body, carry, prepare(xs_TB), unroll=plan.unroll)
     return carry, ys, kept
 
 
-def _forward_batch_major(maths: Gated, w: Weights, d: Derived, carry, xs_TB, plan: Plan):
+def _forward_batch_major(maths: Gated, w: Weights, d: Derived, carry, xs_TB, plan: Plan, out=None):
     """`(carry, ys_TB)` with the outputs written into a `[B, T, H]` buffer in the loop: `ys_TB` is its
-    transpose, which `scan`'s transpose back to `[B, T, H]` cancels (no copy of the whole output)."""
+    transpose, which `scan`'s transpose back to `[B, T, H]` cancels (no copy of the whole output).
+    `out(h_t) -> y_t`: what is written instead of `h_t` (a head: then the buffer is `[B, T, out]`)."""
     prepare, project = _projector(maths, w, d, plan)
+    out = out or (lambda h: h)
     time, batch = xs_TB.shape[:2]
-    ys = jnp.zeros((batch, time, w.w_h.shape[0]), carry[0].dtype)
+    y = jax.eval_shape(out, carry[0])
+    ys = jnp.zeros((batch, time) + y.shape[1:], y.dtype)
 
     def body(state, x_t):
         carry, ys, t = state
         carry, _ = maths.step(w, carry, project(x_t, carry[0]), False)
-        return (carry, lax.dynamic_update_slice_in_dim(ys, carry[0][:, None], t, axis=1), t + 1), None
+        return (carry, lax.dynamic_update_slice_in_dim(ys, out(carry[0])[:, None], t, axis=1), t + 1), None
 
     (carry, ys, _), _ = lax.scan(body, (carry, ys, jnp.int32(0)), prepare(xs_TB), unroll=plan.unroll)
     return carry, jnp.swapaxes(ys, 0, 1)
@@ -228,24 +242,34 @@ def _unchunk(a, k: int):
     return a[0] if k == 1 else a
 
 
-def sequence(maths: Gated, plan: Plan):
+def sequence(maths: Gated, plan: Plan, head: Optional[Head] = None):
     """`(w, carry, xs_TB) -> (carry, ys_TB)`: the loop, with this module's backward pass if `plan` says.
 
     Saved for the backward pass: the outputs, and every step's other carry entries and residuals
     (`plan.recompute` False), or the other carry entries at the start of each chunk only (`plan.recompute`
     True; each chunk's forward runs again; a chunk's starting `h` is the output before it). The backward
     pass walks the chunks from the last; each adds its weight gradients.
+
+    With a `head`: `(w, head_params, carry, xs_TB) -> (carry, head outputs)`. Evaluated (no gradient) the
+    head runs on each step's `h` inside the loop, so the `[T, B, H]` outputs are never written; the
+    backward pass keeps the outputs as without a head and runs the head over all steps at once.
     """
 
-    def primal(w, carry, xs_TB):
+    def run(w, carry, xs_TB, out=None):
         d = _derive(maths, w, plan)
         if plan.batch_major:
-            return _forward_batch_major(maths, w, d, carry, xs_TB, plan)
-        carry, ys, _ = _forward(maths, w, d, carry, xs_TB, plan, keep=False)
+            return _forward_batch_major(maths, w, d, carry, xs_TB, plan, out)
+        carry, ys, _ = _forward(maths, w, d, carry, xs_TB, plan, keep=False, out=out)
         return carry, ys
 
+    def primal(w, carry, xs_TB):
+        return run(w, carry, xs_TB)
+
+    def primal_head(w, head_params, carry, xs_TB):
+        return run(w, carry, xs_TB, lambda h: head.step(head_params, h))
+
     if not plan.custom_vjp:
-        return primal
+        return primal if head is None else primal_head
 
     def fwd(w, carry, xs_TB):
         time = xs_TB.shape[0]
@@ -333,6 +357,23 @@ def sequence(maths: Gated, plan: Plan):
             dxs = jnp.concatenate([dxs, dxs_rest], axis=0)
         return g, d_carry, dxs
 
-    fn = jax.custom_vjp(primal)
-    fn.defvjp(fwd, bwd)
+    if head is None:
+        fn = jax.custom_vjp(primal)
+        fn.defvjp(fwd, bwd)
+        return fn
+
+    def fwd_head(w, head_params, carry, xs_TB):
+        (new_carry, ys), saved = fwd(w, carry, xs_TB)
+        return (new_carry, head.sequence(head_params, ys)), (saved, head_params)
+
+    def bwd_head(saved_head, cotangents):
+        saved, head_params = saved_head
+        d_carry, d_out = cotangents
+        _, head_vjp = jax.vjp(head.sequence, head_params, saved[3])  # saved[3]: the outputs
+        d_head, dys = head_vjp(d_out)
+        g, d_carry, dxs = bwd(saved, (d_carry, dys))
+        return g, d_head, d_carry, dxs
+
+    fn = jax.custom_vjp(primal_head)
+    fn.defvjp(fwd_head, bwd_head)
     return fn
