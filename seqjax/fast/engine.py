@@ -14,6 +14,8 @@ A cell gives its maths as a `Gated` (one step forward, one step backward); the e
   `T` steps of gate activations; chunks of one step run each step's forward again right before its
   backward. On XLA:CPU fresh memory is expensive (each call allocates its temporaries anew; past 32 MB
   that means page faults every call), so the plan keeps the residuals only while they are small.
+- heads: a `chain`'s stateless parts after the layer (`Head`) run inside the forward loop when the layer is
+  evaluated without a gradient, so only their outputs are written.
 
 What a step keeps is a tuple of `[T, B, H]` arrays, one per entry, each read back with its own dynamic
 slice: XLA:CPU compiles a loop fusion that slices blocks out of a dynamically indexed array to slow
@@ -327,12 +329,12 @@ def sequence(maths: Gated, plan: Plan, head: Optional[Head] = None):
         # one-step chunks: that slice would copy every output, so the loop reads the output before step j
         h_heads = jnp.concatenate([carry0[0][None], ys[k - 1:n * k - 1:k]], axis=0) if k > 1 else jnp.arange(n)
 
-        def h_start(head):
+        def h_start(entry):
             """A chunk's starting `h` from its entry of `h_heads`."""
             if k > 1:
-                return head
-            before = lax.dynamic_index_in_dim(ys, jnp.maximum(head - 1, 0), keepdims=False)
-            return jnp.where(head == 0, carry0[0], before)
+                return entry
+            before = lax.dynamic_index_in_dim(ys, jnp.maximum(entry - 1, 0), keepdims=False)
+            return jnp.where(entry == 0, carry0[0], before)
 
         g = jax.tree.map(jnp.zeros_like, w)
         dxs_rest = None
@@ -342,8 +344,8 @@ def sequence(maths: Gated, plan: Plan, head: Optional[Head] = None):
 
         def body(state, inputs):
             d_carry, g = state
-            h_head, rest, xs_c, dys_c, ys_c, kept_c = inputs
-            start = (h_start(h_head),) + tuple(rest)
+            h_entry, rest, xs_c, dys_c, ys_c, kept_c = inputs
+            start = (h_start(h_entry),) + tuple(rest)
             kept_c = None if kept_c is None else tuple(_chunk(a, k) for a in kept_c)
             d_carry, g_c, dxs_c = chunk_grads(w, d, start, _chunk(xs_c, k), _chunk(dys_c, k), d_carry,
                                               _chunk(ys_c, k), kept_c)
