@@ -225,7 +225,8 @@ def test_input_dropout_on_the_reference_plan_is_applied_once(name, monkeypatch):
     monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: Plan(use_reference=True))
     cell = CELLS[name](H, dropout=0.4)
     params, carry, xs = _params(name), _carry(cell), _data()
-    _assert_same(cell, params, carry, xs, key=jax.random.key(5))
+    ys_on = _assert_same(cell, params, carry, xs, key=jax.random.key(5))[1]
+    assert not np.allclose(ys_on, sj.scan(cell, params, carry, xs)[1])  # the mask really was applied
 
 
 def test_vmap_over_a_leading_axis_of_data_and_its_gradient():

@@ -33,19 +33,10 @@ def _output_spec(cell: Cell, params, spec: InputSpec) -> InputSpec:
 
 
 def _head(parts: tuple) -> Head:
-    """The stateless `parts` as one head: per step, and over a whole `[T, B, ...]` sequence."""
-
-    def step(params, y_t):
-        for cell, p in zip(parts, params):
-            _, y_t = cell.step(p, (), y_t)
-        return y_t
-
-    def sequence(params, ys_TB):
-        for cell, p in zip(parts, params):
-            _, ys_TB = cell.sequence(p, (), ys_TB)
-        return ys_TB
-
-    return Head(step, sequence)
+    """The stateless `parts` as one head: a chain of them, per step and over a whole `[T, B, ...]` sequence."""
+    stack, carry = chain(*parts), ((),) * len(parts)
+    return Head(step=lambda params, y_t: stack.step(params, carry, y_t)[1],
+                sequence=lambda params, ys_TB: stack.sequence(params, carry, ys_TB)[1])
 
 
 def _heads(cells: tuple) -> dict:

@@ -370,8 +370,9 @@ def sequence(maths: Gated, plan: Plan, head: Optional[Head] = None):
 
     def bwd_head(saved_head, cotangents):
         saved, head_params = saved_head
+        _, _, _, ys, _, _ = saved  # `fwd`'s residuals; the layer's outputs are what the head took
         d_carry, d_out = cotangents
-        _, head_vjp = jax.vjp(head.sequence, head_params, saved[3])  # saved[3]: the outputs
+        _, head_vjp = jax.vjp(head.sequence, head_params, ys)
         d_head, dys = head_vjp(d_out)
         g, d_carry, dxs = bwd(saved, (d_carry, dys))
         return g, d_head, d_carry, dxs

@@ -68,7 +68,7 @@ _KEEP_BYTES_HUGE = 256 * 2**20
 _SMALL_BYTES = 4 * 2**20
 _CHUNK_BYTES = 16 * 2**20
 KEPT = {"lstm": 6, "gru": 5, "simple_rnn": 1}  # `[B, H]` arrays kept per step (carry and residuals)
-# carry entries besides `h`, kept for every step when chunks are one step; the cells that was measured for
+# carry entries besides `h`, kept for every step when chunks are one step; the cells this was measured for
 CARRIED = {"lstm": 1, "gru": 0}
 
 
@@ -143,6 +143,7 @@ def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lst
     huge = huge_pages() if huge is None else huge
     if keep_bytes <= (_KEEP_BYTES_HUGE if huge else _KEEP_BYTES):
         return Plan(chunk=chunk, fuse_xh=True)  # `dz` for one chunk at a time
-    if cell in CARRIED and batch >= _STEP_CHUNKS_BATCH and 4 * batch * time * hidden * CARRIED[cell] <= _KEEP_BYTES_HUGE:
+    carried_bytes = 4 * batch * time * hidden * CARRIED.get(cell, 0)
+    if cell in CARRIED and batch >= _STEP_CHUNKS_BATCH and carried_bytes <= _KEEP_BYTES_HUGE:
         chunk = 1  # each step's forward again right before its backward
     return Plan(chunk=chunk, recompute=True, fuse_xh=True)
