@@ -7,7 +7,9 @@ implementation written as a JAX loop can reach on this machine (the gates, the h
 the optimiser all cost extra). PyTorch is not bound by it: its oneDNN LSTM spreads one step over
 the cores.
 
-- forward: `T` steps of `z = [x_t, h] @ [w_x; w_h]`, `h = z[:, :H]` (no gates, nothing written out).
+- forward: `T` steps of `z = [x_t, h] @ [w_x; w_h]`, `h = z[:, :H]` (no gates, nothing written out); as
+  two matmuls `x_t w_x + h w_h` where seqjax's plan runs two because one measured slower
+  (`seqjax.fast.plan.fuse_xh`).
 - rollout: the same loop over the warm-up's context, then the closed-loop steps with zero inputs (the
   head is left out: it can be folded into `w_h`).
 - train: that forward loop, a reverse loop of `T` steps `dh = dz @ w_h^T` (`dz` = `dh` tiled over the
@@ -25,15 +27,20 @@ import numpy as np
 
 from benchmarks.problems import Problem
 from benchmarks.timing import Contender
+from seqjax.fast.plan import fuse_xh
 
 NAME = "bound"
 
 
-def _matmul_loop(w_xh, hidden):
-    """`scan` body: one `[x_t, h] @ w_xh` per step, its first `hidden` columns as the next `h`."""
+def _matmul_loop(w_xh, problem: Problem):
+    """`scan` body: one `[x_t, h] @ w_xh` per step (or `x_t w_x + h w_h`, as seqjax's plan would), its
+    first `hidden` columns as the next `h`."""
+    c = problem.config
+    fused = fuse_xh(c.batch, c.features, c.hidden, problem.cell)
 
     def body(h, x_t):
-        return (jnp.concatenate([x_t, h], axis=-1) @ w_xh)[:, :hidden], None
+        z = jnp.concatenate([x_t, h], axis=-1) @ w_xh if fused else x_t @ w_xh[:c.features] + h @ w_xh[c.features:]
+        return z[:, :c.hidden], None
 
     return body
 
@@ -46,7 +53,7 @@ def _weights(problem: Problem):
 def _matmul_loop_contender(problem: Problem, xs_TB, how: str) -> Contender:
     w_xh, hidden = _weights(problem)
     h0 = jnp.zeros((problem.config.batch, hidden), jnp.float32)
-    fn = jax.jit(lambda w, h, xs: jax.lax.scan(_matmul_loop(w, hidden), h, xs)[0])
+    fn = jax.jit(lambda w, h, xs: jax.lax.scan(_matmul_loop(w, problem), h, xs)[0])
     return Contender(NAME, lambda: fn(w_xh, h0, xs_TB), dict, how)
 
 
@@ -77,7 +84,7 @@ def train(problem: Problem) -> Contender:
 
     @jax.jit
     def fn(w_xh, xs_TB, inputs, dz_all):
-        h = jax.lax.scan(_matmul_loop(w_xh, hidden), jnp.zeros((b, hidden), jnp.float32), xs_TB)[0]
+        h = jax.lax.scan(_matmul_loop(w_xh, problem), jnp.zeros((b, hidden), jnp.float32), xs_TB)[0]
         dh = jax.lax.scan(back, h, None, length=t)[0]
         return dh, inputs @ dz_all
 

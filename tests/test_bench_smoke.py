@@ -78,10 +78,12 @@ def _matmul_loop_np(problem, xs_TBF, h):
     return h
 
 
-@pytest.mark.parametrize("cell", problems.CELLS)
-def test_bounds_compute_the_recurrent_matmuls(cell):
+@pytest.mark.parametrize("cell, fused", [(c, True) for c in problems.CELLS] + [("lstm", False)])
+def test_bounds_compute_the_recurrent_matmuls(cell, fused, monkeypatch):
+    """The same numbers whether the bound's step is one `[x_t, h]` matmul or two (as seqjax's plan)."""
     from benchmarks import bounds
 
+    monkeypatch.setattr(bounds, "fuse_xh", lambda *args: fused)
     problem = problems.make_problem(TINY, cell)  # B 4, T 12, F 3, H 8
     b, f, h = TINY.batch, TINY.features, TINY.hidden
     h0 = np.zeros((b, h))

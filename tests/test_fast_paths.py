@@ -312,15 +312,36 @@ def test_plan_keeps_residuals_while_small_and_recomputes_past_the_memory_budget(
     assert plan_module.plan_for(64, 100, 8, 128, "gru", backend="gpu").hoist  # unmeasured GPU choice
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_one_step_chunks_keep_no_second_copy_of_the_outputs(name, monkeypatch):
+def test_plan_splits_the_step_matmul_only_in_the_slow_window_it_was_measured_in():
+    """One `[x_t, h]` matmul per step, but two where XLA:CPU's `[B, F + H] @ [F + H, 512]` measured slow
+    (136-160 rows; LSTM with H 128) from a batch of 256 (the many config: 1.1x faster forward)."""
+    from seqjax.fast import plan as plan_module
+
+    def fused(batch, time, features, hidden, cell="lstm", huge=False):
+        plan = plan_module.plan_for(batch, time, features, hidden, cell, backend="cpu", huge=huge)
+        assert plan.fuse_xh == plan_module.fuse_xh(batch, features, hidden, cell)
+        return plan.fuse_xh
+
+    for batch, time, features in ((1024, 50, 8), (256, 50, 32), (512, 100, 16), (256, 4, 8)):
+        assert not fused(batch, time, features, 128), (batch, time, features)
+    assert not fused(1024, 50, 8, 128, huge=True)
+    # outside the window: B 128, H 64 / 96 / 256, 192 rows (F 64), SimpleRNN (128 columns)
+    for batch, features, hidden, cell in ((128, 8, 128, "lstm"), (64, 8, 128, "lstm"), (1024, 8, 64, "lstm"),
+                                          (1024, 8, 96, "lstm"), (128, 32, 256, "lstm"), (1024, 64, 128, "lstm"),
+                                          (1024, 8, 128, "simple_rnn")):
+        assert fused(batch, 50, features, hidden, cell), (batch, features, hidden, cell)
+
+
+@pytest.mark.parametrize("name, fuse_xh", [("lstm", True), ("lstm", False), ("gru", False)])
+def test_one_step_chunks_keep_no_second_copy_of_the_outputs(name, fuse_xh, monkeypatch):
     """One-step chunks read each step's starting `h` from the outputs inside the backward loop: the
     gradient's temporaries hold the outputs, the carried `c` (LSTM) and the outputs' gradient, not also a
     shifted copy of the outputs (as they did with the chunk starts sliced out before the loop: 26 MB more
     per large train step). Larger sizes than elsewhere, so the `[T, B, H]` arrays dominate."""
     from seqjax.fast.plan import CARRIED
 
-    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: Plan(chunk=1, recompute=True, fuse_xh=True))
+    plan = Plan(chunk=1, recompute=True, fuse_xh=fuse_xh)
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: plan)
     b, t, f, h = 5, 120, 3, 24
     model = sj.chain(CELLS[name](h), sj.dense(f))
     params = model.init(jax.random.key(0), f)

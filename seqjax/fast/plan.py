@@ -67,6 +67,18 @@ _KEEP_BYTES = 32 * 2**20
 _KEEP_BYTES_HUGE = 256 * 2**20
 _SMALL_BYTES = 4 * 2**20
 _CHUNK_BYTES = 16 * 2**20
+# One matmul of `[x_t, h]` per step measured as fast as two or faster, except in one window of XLA:CPU's
+# matmul (YNNPACK): with 512 columns (LSTM, H = 128), a contraction of 136-160 rows (H plus a few input
+# features) runs at 200-270 GFLOP/s against 280-350 for 128 rows or fewer, or 192 or more (a step's
+# matmul alone, B 256 and 1,024); from a batch of 256 two matmuls, `h w_h` over 128 rows and `x_t w_x`
+# (independent of each other), win: LSTM forward, H 128, F 8, T 50, B 256 / 512 / 1,024, two identical
+# contenders each: 8.7, 8.8 / 17.6, 17.6 / 33.8, 33.9 ms against 12.2, 12.6 / 21.0, 20.5 / 38.2, 37.6;
+# train step at B 1,024: 150, 151 vs 157, 164 ms. At B 128 one matmul stays faster (7.1-7.5 vs 8.0-8.3 ms),
+# as at H 64, 96 and 256 (B 512-1,024: 7.5 vs 7.5-8.0, 12.2-12.7 vs 13.3, 21.5-21.8 vs 25.0-25.2 ms).
+_SPLIT_XH_BATCH = 256
+_SPLIT_XH_COLUMNS = 512
+_SPLIT_XH_ROWS = (129, 191)
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
 KEPT = {"lstm": 6, "gru": 5, "simple_rnn": 1}  # `[B, H]` arrays kept per step (carry and residuals)
 # carry entries besides `h`, kept for every step when chunks are one step; the cells this was measured for
 CARRIED = {"lstm": 1, "gru": 0}
@@ -117,6 +129,14 @@ def huge_pages() -> bool:
     return mode == "madvise" and _glibc_hugetlb(os.environ.get("GLIBC_TUNABLES", "")) == "1"
 
 
+def fuse_xh(batch: int, features: int, hidden: int, cell: str = "lstm") -> bool:
+    """Whether a step's input and recurrent matmuls run as one `[x_t, h] @ [w_x; w_h]` (cells whose gates
+    add the two) rather than two; one, except in XLA:CPU's slow window described above `_SPLIT_XH_BATCH`."""
+    rows, columns = features + hidden, GATES[cell] * hidden
+    slow = columns == _SPLIT_XH_COLUMNS and _SPLIT_XH_ROWS[0] <= rows <= _SPLIT_XH_ROWS[1]
+    return not (slow and batch >= _SPLIT_XH_BATCH)
+
+
 def chunk_steps(batch: int, time: int, features: int, hidden: int, cell: str = "lstm") -> int:
     """Steps per chunk of the backward pass: ~√T (chunks of 5 to 20 steps measured alike at T = 100 and
     200), fewer where one chunk's buffers would pass 16 MB (wide batches; many: 2 steps)."""
@@ -134,16 +154,17 @@ def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lst
     backend = backend or jax.default_backend()
     if backend != "cpu":
         return Plan(unroll=1, hoist=True, custom_vjp=True, chunk=0)  # GPU/TPU: unmeasured here
+    fused = fuse_xh(batch, features, hidden, cell)
     # kept arrays, plus the outputs and their gradient, which the backward pass of a layer also holds
     keep_bytes = 4 * batch * time * (KEPT[cell] + 2) * hidden
     if keep_bytes <= _SMALL_BYTES:
         # small GRU: JAX's own scan VJP of the reference loop measured 1.1x faster than this backward pass
-        return Plan(use_reference=True) if cell == "gru" else Plan(chunk=0, fuse_xh=True)
+        return Plan(use_reference=True) if cell == "gru" else Plan(chunk=0, fuse_xh=fused)
     chunk = chunk_steps(batch, time, features, hidden, cell)
     huge = huge_pages() if huge is None else huge
     if keep_bytes <= (_KEEP_BYTES_HUGE if huge else _KEEP_BYTES):
-        return Plan(chunk=chunk, fuse_xh=True)  # `dz` for one chunk at a time
+        return Plan(chunk=chunk, fuse_xh=fused)  # `dz` for one chunk at a time
     carried_bytes = 4 * batch * time * hidden * CARRIED.get(cell, 0)
     if cell in CARRIED and batch >= _STEP_CHUNKS_BATCH and carried_bytes <= _KEEP_BYTES_HUGE:
         chunk = 1  # each step's forward again right before its backward
-    return Plan(chunk=chunk, recompute=True, fuse_xh=True)
+    return Plan(chunk=chunk, recompute=True, fuse_xh=fused)
