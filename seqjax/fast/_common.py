@@ -48,8 +48,15 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
                  masked_output="previous", head=None, head_params=()):
 
         def by_reference():  # on the inputs as given: the reference step applies the dropout masks itself
-            new_carry, ys = reference(params, carry, xs_TB, mask_TB=mask_TB, reset_TB=reset_TB, noise=noise,
-                                      unroll=unroll, masked_output=masked_output)
+            ref_params, ref_xs, ref_noise = params, xs_TB, noise
+            w_x = param_names[0]
+            if jnp.shape(params[w_x])[0] == 1:  # one input feature: see `engine.zero_feature`
+                ref_params = {**params, w_x: engine.zero_feature(params[w_x], 0)}
+                ref_xs = engine.zero_feature(xs_TB, -1)
+                if noise is not None and "x" in noise:
+                    ref_noise = {**noise, "x": engine.zero_feature(noise["x"], -1)}
+            new_carry, ys = reference(ref_params, carry, ref_xs, mask_TB=mask_TB, reset_TB=reset_TB,
+                                      noise=ref_noise, unroll=unroll, masked_output=masked_output)
             return new_carry, ys if head is None else head.sequence(head_params, ys)
 
         arrays = [params[n] for n in param_names] + list(carry) + [xs_TB]
