@@ -73,13 +73,14 @@ _CHUNK_BYTES = 16 * 2**20
 # matmul alone, B 256 and 1,024); from a batch of 256 two matmuls, `h w_h` over 128 rows and `x_t w_x`
 # (independent of each other), win: LSTM forward, H 128, F 8, T 50, B 256 / 512 / 1,024, two identical
 # contenders each: 8.7, 8.8 / 17.6, 17.6 / 33.8, 33.9 ms against 12.2, 12.6 / 21.0, 20.5 / 38.2, 37.6;
-# train step at B 1,024: 150, 151 vs 157, 164 ms; B 256, F 2 / 4 / 32: 11.0-13.5 / 12.3-12.6 / 10.6 ms
-# against 13.5-15.9 / 13.4-15.7 / 13.0. Not with one input feature (B 256: 17.1-20.4 vs 11.7-14.0 ms: a
-# one-row `x_t w_x` is slow), at B 128 (7.1-7.5 vs 8.0-8.3 ms), nor at H 64, 96 or 256 (B 512-1,024: 7.5
-# vs 7.5-8.0, 12.2-12.7 vs 13.3, 21.5-21.8 vs 25.0-25.2 ms), where one matmul stays as fast or faster.
+# train step at B 1,024: 150, 151 vs 157, 164 ms; B 256, F 1 / 2 / 4 / 32: 8.5, 8.5 / 11.0-13.5 /
+# 12.3-12.6 / 10.6 ms against 10.9, 11.2 / 13.5-15.9 / 13.4-15.7 / 13.0 (F 1 with the engine's empty second
+# feature, `engine.zero_feature`; before it the one-row `x_t w_x` was slow: 17.1-20.4 ms). Not at B 128
+# (7.1-7.5 vs 8.0-8.3 ms), nor at H 64, 96 or 256 (B 512-1,024: 7.5 vs 7.5-8.0, 12.2-12.7 vs 13.3,
+# 21.5-21.8 vs 25.0-25.2 ms), where one matmul stays as fast or faster.
 _SPLIT_XH_BATCH = 256
 _SPLIT_XH_COLUMNS = 512
-_SPLIT_XH_ROWS = (130, 160)
+_SPLIT_XH_ROWS = (129, 160)
 GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
 KEPT = {"lstm": 6, "gru": 5, "simple_rnn": 1}  # `[B, H]` arrays kept per step (carry and residuals)
 # carry entries besides `h`, kept for every step when chunks are one step; the cells this was measured for
