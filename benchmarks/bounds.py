@@ -37,9 +37,10 @@ def _matmul_loop(w_xh, problem: Problem):
     first `hidden` columns as the next `h`."""
     c = problem.config
     fused = fuse_xh(c.batch, c.features, c.hidden, problem.cell)
+    w_x, w_h = w_xh[:c.features], w_xh[c.features:]  # sliced once, outside the loop
 
     def body(h, x_t):
-        z = jnp.concatenate([x_t, h], axis=-1) @ w_xh if fused else x_t @ w_xh[:c.features] + h @ w_xh[c.features:]
+        z = jnp.concatenate([x_t, h], axis=-1) @ w_xh if fused else x_t @ w_x + h @ w_h
         return z[:, :c.hidden], None
 
     return body

@@ -108,18 +108,6 @@ def _derive(maths: Gated, w: Weights, plan: Plan, backward: bool = False) -> Der
     return Derived(w_xh, w.w_h.T, tuple(wk.T for wk in _gate_blocks(w.w_h, blocks)))
 
 
-def zero_feature(a, axis: int):
-    """`a` with one zero entry appended along `axis`: a second, empty input feature.
-
-    With one input feature XLA rewrites `x_t @ w_x` as a broadcast multiply, which XLA:CPU fuses with a
-    step's gate slices into slow code inside a loop (a GRU forward 2.2-2.8x slower than with two features,
-    LSTM's reference loop 2x); with the empty feature it stays a matmul, with the same numbers.
-    """
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (0, 1)
-    return jnp.pad(a, pad)
-
-
 def _projector(maths: Gated, w: Weights, d: Derived, plan: Plan):
     """`(prepare, project)`: `prepare(xs_TB)` is what the loop scans over, `project(input_t, h)` the step's
     gate blocks. Hoisted, the input projection of every step is one matmul before the loop, split into
@@ -136,18 +124,13 @@ def _projector(maths: Gated, w: Weights, d: Derived, plan: Plan):
     if d.w_xh is not None:
         def project(x_t, h):
             return _gate_blocks(jnp.concatenate([x_t, h], axis=-1) @ d.w_xh + w.b_x, blocks)
-
-        return lambda xs_TB: xs_TB, project
-    w_x, prepare = w.w_x, lambda xs_TB: xs_TB
-    if w_x.shape[0] == 1:  # one input feature: `x_t @ w_x` stays a matmul with an empty second one
-        w_x, prepare = zero_feature(w_x, 0), lambda xs_TB: zero_feature(xs_TB, -1)
-    if maths.additive:
+    elif maths.additive:
         def project(x_t, h):
-            return _gate_blocks(x_t @ w_x + h @ w.w_h + w.b_x, blocks)  # the reference step's order
+            return _gate_blocks(x_t @ w.w_x + h @ w.w_h + w.b_x, blocks)  # the reference step's order
     else:
         def project(x_t, h):
-            return _gate_blocks(x_t @ w_x + w.b_x, blocks)
-    return prepare, project
+            return _gate_blocks(x_t @ w.w_x + w.b_x, blocks)
+    return lambda xs_TB: xs_TB, project
 
 
 def _forward(maths: Gated, w: Weights, d: Derived, carry, xs_TB, plan: Plan, keep: bool, out=None):

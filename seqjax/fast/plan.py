@@ -75,7 +75,7 @@ _CHUNK_BYTES = 16 * 2**20
 # contenders each: 8.7, 8.8 / 17.6, 17.6 / 33.8, 33.9 ms against 12.2, 12.6 / 21.0, 20.5 / 38.2, 37.6;
 # train step at B 1,024: 150, 151 vs 157, 164 ms; B 256, F 1 / 2 / 4 / 32: 8.5, 8.5 / 11.0-13.5 /
 # 12.3-12.6 / 10.6 ms against 10.9, 11.2 / 13.5-15.9 / 13.4-15.7 / 13.0 (F 1 with the engine's empty second
-# feature, `engine.zero_feature`; before it the one-row `x_t w_x` was slow: 17.1-20.4 ms). Not at B 128
+# feature, `_common.with_empty_feature`; before it the one-row `x_t w_x` was slow: 17.1-20.4 ms). Not at B 128
 # (7.1-7.5 vs 8.0-8.3 ms), nor at H 64, 96 or 256 (B 512-1,024: 7.5 vs 7.5-8.0, 12.2-12.7 vs 13.3,
 # 21.5-21.8 vs 25.0-25.2 ms), where one matmul stays as fast or faster.
 _SPLIT_XH_BATCH = 256
