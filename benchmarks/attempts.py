@@ -5,6 +5,7 @@
     python -m benchmarks.attempts --config large --what chunks,blas
     python -m benchmarks.attempts --config many --what head
     python -m benchmarks.attempts --config medium --what devices
+    python -m benchmarks.attempts --config medium --what lanes
     python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
 Within a group every variant computes the same function (every group but train: the outputs are
@@ -187,6 +188,59 @@ def forward_variants(problem):
     fn = jax.jit(lambda p, x: jnp.concatenate([_batch_major_loop(p, x[:half], transpose_first=True),
                                                _batch_major_loop(p, x[half:], transpose_first=True)], axis=0))
     out["the same, two independent loops over the batch's halves"] = lambda: fn(params, xs)
+    return out
+
+
+def _lanes_loop(params, xs_BT, lanes: int, *, recurrence_only: bool = False):
+    """The batch as `lanes` independent slices inside one loop body (`_batch_major_loop` per lane, each
+    lane with its own output buffer, concatenated after): a step is then `lanes` independent chains of
+    operations. XLA:CPU's thunk executor runs a loop body's operations in order unless more than 8 are
+    ready at once (its split threshold), so from 9-10 lanes it hands half of them to the second core.
+    `recurrence_only`: no input and no outputs, only `h, c` through the step (the final `h` returned)."""
+    w = jnp.concatenate([params["w_x"], params["w_h"]], axis=0)
+    w_h, b, hidden = params["w_h"], params["b"], params["w_h"].shape[0]
+    batch, time = xs_BT.shape[:2]
+    sizes = [len(r) for r in np.array_split(np.arange(batch), lanes)]
+    starts = np.cumsum([0] + sizes)[:-1]
+
+    def step(h, c, x_t):
+        z = (h @ w_h if x_t is None else jnp.concatenate([x_t, h], axis=-1) @ w) + b
+        i, f, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+    xs_TB = jnp.swapaxes(xs_BT, 0, 1)
+    x_lanes = tuple(xs_TB[:, s:s + n] for s, n in zip(starts, sizes))
+    hc = tuple((jnp.zeros((n, hidden), w.dtype),) * 2 for n in sizes)
+    if recurrence_only:
+        def body(hc, _):
+            return tuple(step(h, c, None) for h, c in hc), None
+
+        return jnp.concatenate([h for h, _ in lax.scan(body, hc, None, length=time)[0]], axis=0)
+
+    def body(state, x_ts):
+        hc, ys, t = state
+        hc = tuple(step(h, c, x_t) for (h, c), x_t in zip(hc, x_ts))
+        ys = tuple(lax.dynamic_update_slice_in_dim(y, h[:, None], t, axis=1) for y, (h, _) in zip(ys, hc))
+        return (hc, ys, t + 1), None
+
+    ys = tuple(jnp.zeros((n, time, hidden), w.dtype) for n in sizes)
+    return jnp.concatenate(lax.scan(body, (hc, ys, jnp.int32(0)), x_lanes)[0][1], axis=0)
+
+
+def lanes_variants(problem, counts=(1, 2, 8, 12, 16, 24)):
+    """The hand-written batch-major LSTM forward with the batch in independent lanes inside the step
+    (`_lanes_loop`), then the bare recurrence alone; process CPU time above wall time shows both cores."""
+    params = {k: jnp.asarray(v) for k, v in problem.layer.items()}
+    xs = jnp.asarray(problem.xs)
+    counts = [n for n in counts if n <= problem.config.batch]
+    out = {}
+    for n in counts:
+        fn = jax.jit(lambda p, x, n=n: _lanes_loop(p, x, n))
+        out[f"forward, {n} lane{'s' if n > 1 else ''}"] = lambda fn=fn: fn(params, xs)
+    for n in counts:
+        fn = jax.jit(lambda p, x, n=n: _lanes_loop(p, x, n, recurrence_only=True))
+        out[f"recurrence only, {n} lane{'s' if n > 1 else ''}"] = lambda fn=fn: fn(params, xs)
     return out
 
 
@@ -629,7 +683,8 @@ VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rol
             "chunks": chunk_variants,
             "head": head_variants,
             "blas": blas_variants,
-            "devices": devices_variants}
+            "devices": devices_variants,
+            "lanes": lanes_variants}
 
 
 def main(argv=None):
@@ -673,10 +728,11 @@ def main(argv=None):
 
 def _reference(what, name, first, names):
     """The variant `name` is checked and compared against: the first of its group; in `devices`, the same
-    work on one device; in `chunks`, `head` and `blas`, the first variant of the same cell or matmul."""
+    work on one device; in `chunks`, `head`, `blas` and `lanes`, the first variant of the same cell, matmul
+    or loop."""
     if what == "devices":
         return name.split(", ")[0] + ", one device"
-    if what in ("chunks", "head", "blas"):
+    if what in ("chunks", "head", "blas", "lanes"):
         return next(n for n in names if n.split(", ")[0] == name.split(", ")[0])
     return first
 

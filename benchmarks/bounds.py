@@ -5,7 +5,9 @@ other; on XLA:CPU a loop body's operations also run one after another, and at me
 itself runs on one core. A loop that does nothing but these matmuls therefore bounds what any
 implementation written as a JAX loop can reach on this machine (the gates, the head, the outputs and
 the optimiser all cost extra). PyTorch is not bound by it: its oneDNN LSTM spreads one step over
-the cores.
+the cores. (XLA:CPU does run a loop body's operations on both cores when more than 8 are ready at once,
+e.g. the batch split into 12 independent lanes; a whole LSTM step measured slower that way:
+`python -m benchmarks.attempts --what lanes`.)
 
 - forward: `T` steps of `z = [x_t, h] @ [w_x; w_h]`, `h = z[:, :H]` (no gates, nothing written out); as
   two matmuls `x_t w_x + h w_h` where seqjax's plan runs two because one measured slower

@@ -178,6 +178,27 @@ def test_attempt_variants_compute_what_the_kept_path_computes():
                           problems.make_problem(TINY, "gru", seed=5), "gru")
 
 
+def test_lanes_attempt_computes_the_lstm_forward_with_the_batch_in_uneven_lanes():
+    import jax.numpy as jnp
+
+    import seqjax as sj
+    from benchmarks import attempts
+
+    config = problems.Config("lanes", 13, 6, 3, 8)  # 12 lanes of 13 rows: one lane of two, eleven of one
+    problem = problems.make_problem(config, "lstm", seed=2)
+    variants = attempts.lanes_variants(problem, counts=(1, 2, 12, 20))
+    assert [n for n in variants if n.startswith("forward")] == ["forward, 1 lane", "forward, 2 lanes",
+                                                                   "forward, 12 lanes"]
+    cell = sj.lstm(config.hidden)._replace(sequence=None)  # the reference loop over `step`
+    params = {k: jnp.asarray(v) for k, v in problem.layer.items()}
+    xs = jnp.asarray(problem.xs)
+    want = np.asarray(sj.scan(cell, params, cell.initial_carry(config.batch), xs)[1])
+    no_input = sj.scan(cell, params, cell.initial_carry(config.batch), jnp.zeros_like(xs))[0].h
+    for name, fn in variants.items():
+        expected = want if name.startswith("forward") else np.asarray(no_input)
+        np.testing.assert_allclose(np.asarray(fn()), expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_chunk_head_and_blas_attempts_check_each_variant_against_its_own_first():
     from benchmarks import attempts
 
