@@ -53,6 +53,14 @@ def _sig_tanh(x):
     return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
 
+def _lstm_gates(z, c, sig=jax.nn.sigmoid):
+    """The LSTM step from its pre-activations `z [..., 4H]` and cell state `c`: `(h, c)` new."""
+    hidden = z.shape[-1] // 4
+    i, f, g, o = (z[..., k * hidden:(k + 1) * hidden] for k in range(4))
+    c = sig(f) * c + sig(i) * jnp.tanh(g)
+    return sig(o) * jnp.tanh(c), c
+
+
 def _custom_loop(params, xs_TB, *, form: str, sig=jax.nn.sigmoid, unroll=1):
     """Forward loops that are not the fast path's: returns ys_TB."""
     w_x, w_h, b = params["w_x"], params["w_h"], params["b"]
@@ -61,9 +69,7 @@ def _custom_loop(params, xs_TB, *, form: str, sig=jax.nn.sigmoid, unroll=1):
     h0 = jnp.zeros((batch, hidden), w_h.dtype)
 
     def cell(z, c):
-        i, f, g, o = (z[..., k * hidden:(k + 1) * hidden] for k in range(4))
-        c = sig(f) * c + sig(i) * jnp.tanh(g)
-        return sig(o) * jnp.tanh(c), c
+        return _lstm_gates(z, c, sig)
 
     if form == "hoist_one_buffer":  # the form DESIGN.md first measured: gates sliced out of [T, B, 4H]
         zx = xs_TB @ w_x + b
@@ -130,10 +136,7 @@ def _batch_major_loop(params, xs_BT, *, transpose_first: bool):
         h, c, ys, t = state
         if x_t is None:
             x_t = lax.dynamic_index_in_dim(xs_BT, t, axis=1, keepdims=False)
-        z = jnp.concatenate([x_t, h], axis=-1) @ w + b
-        i, f, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        h, c = _lstm_gates(jnp.concatenate([x_t, h], axis=-1) @ w + b, c)
         return (h, c, lax.dynamic_update_slice_in_dim(ys, h[:, None], t, axis=1), t + 1), None
 
     state = (zeros, zeros, jnp.zeros((batch, time, hidden), w.dtype), jnp.int32(0))
@@ -204,10 +207,7 @@ def _lanes_loop(params, xs_BT, lanes: int, *, recurrence_only: bool = False):
     starts = np.cumsum([0] + sizes)[:-1]
 
     def step(h, c, x_t):
-        z = (h @ w_h if x_t is None else jnp.concatenate([x_t, h], axis=-1) @ w) + b
-        i, f, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        return jax.nn.sigmoid(o) * jnp.tanh(c), c
+        return _lstm_gates((h @ w_h if x_t is None else jnp.concatenate([x_t, h], axis=-1) @ w) + b, c)
 
     xs_TB = jnp.swapaxes(xs_BT, 0, 1)
     x_lanes = tuple(xs_TB[:, s:s + n] for s, n in zip(starts, sizes))
@@ -483,15 +483,11 @@ def rollout_variants(problem):
         (h, c), _ = carry
         w = p_l["w_h"] + p_d["w"] @ p_l["w_x"]
         b = p_l["b"] + p_d["b"] @ p_l["w_x"]
-        hidden = cfg.hidden
         y0 = ys[:, -1]
         z0 = y0 @ p_l["w_x"] + h @ p_l["w_h"] + p_l["b"]
 
         def body(carry, _):
-            z, c = carry
-            i, f, g, o = (z[..., k * hidden:(k + 1) * hidden] for k in range(4))
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            h, c = _lstm_gates(*carry)
             return (h @ w + b, c), h
 
         _, hs = lax.scan(body, (z0, c), None, length=steps)
