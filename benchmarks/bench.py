@@ -11,6 +11,10 @@ median per call after compilation (first-call time, which includes compiling, ap
 seqjax over the fastest peer. A `bound` column times only the matmuls a recurrent loop cannot avoid
 (`benchmarks/bounds.py`) in the same rounds: fastest peer / bound is the most a JAX loop can reach here.
 Keras and PyTorch are optional (`pip install -e ".[peers]"`).
+
+Where JAX's default backend is a GPU, PyTorch runs on it too (cuDNN), the `gpu` config (batch 256, T 200,
+H 512) joins the default run, and LSTM forward and train rows add seqjax's opt-in cuDNN path
+(`seqjax_cudnn`). None of that has run on a GPU yet (BENCHMARKS.md, "GPU").
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ def matmul_peak_gflops(size: int = 1024, rounds: int = 20) -> float:
 
 def run_row(config, cell, task, peers, rounds, min_block_s):
     problem = problems.make_problem(config, cell)
-    contenders = [seqjax_tasks.BUILDERS[task](problem)] + [m.BUILDERS[task](problem) for m in peers.values()]
+    contenders = ([seqjax_tasks.BUILDERS[task](problem)] + seqjax_tasks.cudnn_contenders(problem, task)
+                  + [m.BUILDERS[task](problem) for m in peers.values()])
     first = timing.first_calls(contenders)  # compile before the checks, so first calls include it
     diffs = timing.compare({c.name: c.result() for c in contenders}, "seqjax")
     bound = bounds.BUILDERS[task](problem)  # not the same work: timed alongside, never compared
@@ -76,7 +81,8 @@ def run_row(config, cell, task, peers, rounds, min_block_s):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (CI smoke test)")
-    parser.add_argument("--configs", default=None, help=f"comma-separated, from {list(problems.CONFIGS)}")
+    parser.add_argument("--configs", default=None, help=f"comma-separated, from {list(problems.CONFIGS)} "
+                                                        f"and {list(problems.GPU_CONFIGS)} (default on a GPU)")
     parser.add_argument("--cells", default=",".join(problems.CELLS))
     parser.add_argument("--tasks", default=",".join(problems.TASKS))
     parser.add_argument("--peers", default=",".join(PEER_MODULES), help="comma-separated; flax is required")
@@ -87,9 +93,14 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("KERAS_BACKEND", "jax")
-    configs = problems.QUICK_CONFIGS if args.quick else problems.CONFIGS
+    import jax
+
+    from seqjax.fast import cudnn
+
+    on_gpu = jax.default_backend() == "gpu"
+    configs = problems.QUICK_CONFIGS if args.quick else {**problems.CONFIGS, **(problems.GPU_CONFIGS if on_gpu else {})}
     if args.configs:
-        pool = {**problems.CONFIGS, **problems.QUICK_CONFIGS}
+        pool = {**problems.CONFIGS, **problems.GPU_CONFIGS, **problems.QUICK_CONFIGS}
         unknown = [c for c in args.configs.split(",") if c not in pool]
         if unknown:
             parser.error(f"--configs: unknown {unknown}; choose from {list(pool)}")
@@ -105,7 +116,7 @@ def main(argv=None) -> dict:
     peers, missing = _peer_modules(args.peers.split(","))
     if "flax" not in peers:
         parser.error("flax must be importable: it is the peer every run compares with")
-    names = ["seqjax"] + list(peers) + [bounds.NAME]
+    names = ["seqjax"] + ([seqjax_tasks.CUDNN] if cudnn.cudnn_available() else []) + list(peers) + [bounds.NAME]
 
     started = time.time()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -1,8 +1,10 @@
-"""PyTorch peer (CPU, exactly torch==2.13.0): `nn.LSTM` / `nn.GRU` + `nn.Linear`, `torch.optim.Adam`.
+"""PyTorch peer: `nn.LSTM` / `nn.GRU` + `nn.Linear`, `torch.optim.Adam`.
 
-Forward and rollout run under `torch.inference_mode()`; the rollout is a Python loop of one-step
-calls of the same module after a whole-sequence warm-up (PyTorch's usual way). PyTorch orders GRU
-gate blocks r, z, n; seqjax orders them z, r, n.
+On CPU exactly torch==2.13.0 (the CPU build this machine installs; oneDNN's LSTM). Where JAX runs on a
+GPU and PyTorch sees one, the modules run there (cuDNN's LSTM and GRU), with whatever PyTorch is
+installed, and every timed call waits for the GPU (`timing.wait`). Forward and rollout run under
+`torch.inference_mode()`; the rollout is a Python loop of one-step calls of the same module after a
+whole-sequence warm-up (PyTorch's usual way). PyTorch orders GRU gate blocks r, z, n; seqjax z, r, n.
 """
 
 from __future__ import annotations
@@ -18,10 +20,29 @@ REQUIRED_VERSION = "2.13.0"
 
 def available() -> bool:
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         return False
-    return torch.__version__.split("+")[0] == REQUIRED_VERSION
+    return torch.__version__.split("+")[0] == REQUIRED_VERSION or device() == "cuda"
+
+
+def device() -> str:
+    """"cuda" where JAX's default backend is a GPU and PyTorch sees one, else "cpu": both frameworks on
+    the same kind of device."""
+    import jax
+    import torch
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def _tensor(a):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device())
+
+
+def _numpy(t):
+    return t.detach().cpu().numpy()
 
 
 def _gru_order(a, axis=0):
@@ -53,34 +74,39 @@ def _modules(problem: Problem):
 
     cfg = problem.config
     kind = torch.nn.LSTM if problem.cell == "lstm" else torch.nn.GRU
-    rnn = kind(cfg.features, cfg.hidden, batch_first=True)
-    head = torch.nn.Linear(cfg.hidden, cfg.features)
+    rnn = kind(cfg.features, cfg.hidden, batch_first=True).to(device())
+    head = torch.nn.Linear(cfg.hidden, cfg.features).to(device())
     with torch.no_grad():
         for name, value in to_torch(problem).items():
-            getattr(rnn, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
-        head.weight.copy_(torch.from_numpy(np.ascontiguousarray(problem.head["w"].T)))
-        head.bias.copy_(torch.from_numpy(problem.head["b"]))
+            getattr(rnn, name).copy_(_tensor(value))
+        head.weight.copy_(_tensor(problem.head["w"].T))
+        head.bias.copy_(_tensor(problem.head["b"]))
     return rnn, head
+
+
+def _how(what: str) -> str:
+    return f"{what} ({'cuDNN' if device() == 'cuda' else 'CPU'})"
 
 
 def forward(problem: Problem) -> Contender:
     import torch
 
     rnn, _ = _modules(problem)
-    xs = torch.from_numpy(problem.xs)
+    xs = _tensor(problem.xs)
 
     def run():
         with torch.inference_mode():
             return rnn(xs)[0]
 
-    return Contender(NAME, run, lambda: {"ys": run().numpy()}, f"nn.{type(rnn).__name__} under inference_mode")
+    return Contender(NAME, run, lambda: {"ys": _numpy(run())}, _how(
+        f"nn.{type(rnn).__name__} under inference_mode"))
 
 
 def train(problem: Problem) -> Contender:
     import torch
 
     rnn, head = _modules(problem)
-    xs, targets = torch.from_numpy(problem.xs), torch.from_numpy(problem.targets)
+    xs, targets = _tensor(problem.xs), _tensor(problem.targets)
     params = list(rnn.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(params, lr=LEARNING_RATE)
 
@@ -103,23 +129,23 @@ def train(problem: Problem) -> Contender:
             for p, s in zip(params, initial):
                 p.copy_(s)
         loss = loss_and_grads()
-        out = {"loss": loss.detach().numpy()}
-        grads = {name: p.grad.numpy().copy() for name, p in rnn.named_parameters()}
+        out = {"loss": _numpy(loss)}
+        grads = {name: _numpy(p.grad).copy() for name, p in rnn.named_parameters()}
         out.update({f"layer.{k}": v for k, v in from_torch_grads(problem, grads).items()})
-        out["head.w"], out["head.b"] = head.weight.grad.numpy().T.copy(), head.bias.grad.numpy().copy()
+        out["head.w"], out["head.b"] = _numpy(head.weight.grad).T.copy(), _numpy(head.bias.grad).copy()
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
         return out
 
-    return Contender(NAME, run, result, "loss.backward() + torch.optim.Adam.step()")
+    return Contender(NAME, run, result, _how("loss.backward() + torch.optim.Adam.step()"))
 
 
 def rollout(problem: Problem) -> Contender:
     import torch
 
     rnn, head = _modules(problem)
-    context = torch.from_numpy(problem.context)
+    context = _tensor(problem.context)
     steps = problem.closed_loop
 
     def run():
@@ -133,7 +159,8 @@ def rollout(problem: Problem) -> Contender:
                 future.append(y)
             return torch.cat(future, 1)
 
-    return Contender(NAME, run, lambda: {"future": run().numpy()}, "warm-up + Python loop of 1-step calls")
+    return Contender(NAME, run, lambda: {"future": _numpy(run())}, _how(
+        "warm-up + Python loop of 1-step calls"))
 
 
 BUILDERS = {"forward": forward, "train": train, "rollout": rollout}

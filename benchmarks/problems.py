@@ -35,6 +35,9 @@ CONFIGS = {
     "many": Config("many", 1024, 50, 8, 128),
 }
 QUICK_CONFIGS = {"tiny": Config("tiny", 4, 12, 3, 8)}
+# The speed issue's GPU goal: an LSTM train step against PyTorch's cuDNN LSTM at batch 256, T 200, H 512.
+# Part of the default run where JAX's backend is a GPU; `--configs gpu` elsewhere.
+GPU_CONFIGS = {"gpu": Config("gpu", 256, 200, 32, 512)}
 
 # Tasks that measure something different per config: a rollout's length is fixed, so on `long` it
 # would repeat `medium`.

@@ -12,6 +12,7 @@ from typing import NamedTuple
 GOALS = {("lstm", "train"): 1.25, ("lstm", "forward"): 1.0, ("lstm", "rollout"): 1.5, ("gru", "train"): 1.25}
 GOAL_PEERS = {("gru", "train"): ("flax",)}  # the GRU goal is against Flax's GRU scan only
 BOUND = "bound"  # benchmarks.bounds: the bare matmul loop, timed alongside but not a peer
+OURS = ("seqjax", "seqjax_cudnn")  # seqjax's default path, and its opt-in cuDNN LSTM (CUDA only): not peers
 
 
 class Row(NamedTuple):
@@ -33,7 +34,7 @@ class Row(NamedTuple):
         return best, self.timings[best]["median_ms"] / self.timings["seqjax"]["median_ms"]
 
     def _fastest_peer(self, peers=None) -> str | None:
-        names = [n for n in self.timings if n not in ("seqjax", BOUND) and (peers is None or n in peers)]
+        names = [n for n in self.timings if n not in OURS + (BOUND,) and (peers is None or n in peers)]
         return min(names, key=lambda n: self.timings[n]["median_ms"]) if names else None
 
     def reachable(self, peers=None) -> float | None:
@@ -88,6 +89,10 @@ def versions(peers: list[str]) -> dict:
 
         out["torch"] = torch.__version__
         out["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            out["torch_cuda"] = torch.version.cuda
+            out["torch_cudnn"] = torch.backends.cudnn.version()
+            out["torch_gpu"] = torch.cuda.get_device_name()
     if "keras" in peers:
         import keras
 
@@ -187,7 +192,7 @@ def goals_summary(rows: list[Row], matmul_peak_gflops: float) -> str:
 def markdown(payload: dict) -> str:
     """The BENCHMARKS.md sections of one run's JSON: results, first calls, goals, memory."""
     rows = [Row(**r) for r in payload["rows"]]
-    names = ["seqjax"] + [n for n in ("flax", "keras", "torch") if any(n in r.timings for r in rows)]
+    names = [n for n in OURS + ("flax", "keras", "torch") if n == "seqjax" or any(n in r.timings for r in rows)]
     names += [BOUND] if any(BOUND in r.timings for r in rows) else []
     parts = [table(rows, names), compile_table(rows, names), goals_summary(rows, payload["matmul_peak_gflops"])]
     if payload.get("memory"):

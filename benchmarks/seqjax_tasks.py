@@ -1,4 +1,8 @@
-"""seqjax's side of each task, written the way the README teaches: `chain`, `scan`, `rollout`, optax."""
+"""seqjax's side of each task, written the way the README teaches: `chain`, `scan`, `rollout`, optax.
+
+On a CUDA GPU the LSTM forward and train rows also time the opt-in cuDNN path
+(`seqjax.fast.cudnn.cudnn_lstm`) as `seqjax_cudnn`, beside the default path.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 import optax
 
 import seqjax as sj
+from seqjax.fast import cudnn
 from benchmarks.problems import LEARNING_RATE, Problem, adam_step
 from benchmarks.timing import Contender
 
@@ -17,9 +22,9 @@ def layer_cell(problem: Problem):
     return sj.lstm(h) if problem.cell == "lstm" else sj.gru(h)
 
 
-def model_cell(problem: Problem):
-    """The recurrent layer followed by a per-step dense head back to the input size."""
-    return sj.chain(layer_cell(problem), sj.dense(problem.config.features))
+def model_cell(problem: Problem, layer=None):
+    """The recurrent layer (default `layer_cell`) followed by a per-step dense head back to the input size."""
+    return sj.chain(layer or layer_cell(problem), sj.dense(problem.config.features))
 
 
 def _params(problem: Problem):
@@ -38,18 +43,18 @@ def train_step_fn(model, optimizer, remat=None):
     return adam_step(lambda p, xs, targets: mse_loss(model, p, xs, targets, remat), optimizer)
 
 
-def forward(problem: Problem) -> Contender:
-    cell = layer_cell(problem)
+def forward(problem: Problem, cell=None, name: str = "seqjax") -> Contender:
+    cell = cell or layer_cell(problem)
     layer, _ = _params(problem)
     xs = jnp.asarray(problem.xs)
     batch = problem.config.batch
     fn = jax.jit(lambda params, xs: sj.scan(cell, params, cell.initial_carry(batch), xs)[1])
-    return Contender("seqjax", lambda: fn(layer, xs), lambda: {"ys": np.asarray(fn(layer, xs))},
+    return Contender(name, lambda: fn(layer, xs), lambda: {"ys": np.asarray(fn(layer, xs))},
                      "jit(sj.scan(cell))")
 
 
-def train(problem: Problem) -> Contender:
-    model = model_cell(problem)
+def train(problem: Problem, layer=None, name: str = "seqjax") -> Contender:
+    model = model_cell(problem, layer)
     params = _params(problem)
     xs, targets = jnp.asarray(problem.xs), jnp.asarray(problem.targets)
     optimizer = optax.adam(LEARNING_RATE)
@@ -64,7 +69,7 @@ def train(problem: Problem) -> Contender:
         out.update({f"head.{k}": np.asarray(v) for k, v in g_head.items()})
         return out
 
-    return Contender("seqjax", lambda: step(params, opt_state, xs, targets), result,
+    return Contender(name, lambda: step(params, opt_state, xs, targets), result,
                      "jit(value_and_grad(mse(sj.scan(chain(cell, dense)))) + optax.adam)")
 
 
@@ -86,3 +91,11 @@ def rollout(problem: Problem) -> Contender:
 
 
 BUILDERS = {"forward": forward, "train": train, "rollout": rollout}
+CUDNN = "seqjax_cudnn"
+
+
+def cudnn_contenders(problem: Problem, task: str) -> list[Contender]:
+    """The cuDNN path's contender for an LSTM forward or train row on a CUDA GPU; none elsewhere."""
+    if problem.cell != "lstm" or task not in ("forward", "train") or not cudnn.cudnn_available():
+        return []
+    return [BUILDERS[task](problem, cudnn.cudnn_lstm(layer_cell(problem)), CUDNN)]

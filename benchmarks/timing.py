@@ -50,6 +50,10 @@ def wait(value):
     for leaf in jax.tree.leaves(value):
         if hasattr(leaf, "block_until_ready"):
             leaf.block_until_ready()
+        elif getattr(leaf, "is_cuda", False):  # a torch tensor on a GPU: its kernels run asynchronously
+            import torch
+
+            torch.cuda.synchronize(leaf.device)
     return value
 
 

@@ -25,6 +25,24 @@ def test_quick_run_checks_every_task_and_writes_json(tmp_path):
     assert payload["versions"]["jax_backend"] == "cpu"
 
 
+def test_cudnn_contender_is_checked_timed_and_never_a_peer(tmp_path, monkeypatch):
+    """On a CUDA GPU the LSTM forward and train rows add seqjax's cuDNN path; here its call is JAX's
+    reference implementation of cuDNN's LSTM, so the wiring runs on CPU."""
+    from seqjax.fast import cudnn
+
+    monkeypatch.setattr(cudnn, "cudnn_available", lambda: True)
+    monkeypatch.setattr(cudnn, "cudnn_call", cudnn.reference_call)
+    out = tmp_path / "bench.json"
+    bench.main(["--quick", "--peers", "flax", "--cells", "lstm", "--rounds", "1", "--out", str(out), "--no-memory"])
+    rows = {r["task"]: report.Row(**r) for r in json.loads(out.read_text())["rows"]}
+    for task in ("forward", "train"):
+        assert set(rows[task].timings) == {"seqjax", "seqjax_cudnn", "flax", "bound"}
+        assert all(d < 1e-4 for d in rows[task].max_abs_diff["seqjax_cudnn"].values())
+        assert rows[task].speedup()[0] == "flax"
+    assert "seqjax_cudnn" not in rows["rollout"].timings
+    assert "| seqjax_cudnn ms |" in report.markdown(json.loads(out.read_text()))
+
+
 @pytest.mark.parametrize("peer", ["torch", "keras"])
 def test_optional_peers_compute_what_seqjax_computes(peer):
     import importlib
