@@ -12,8 +12,9 @@ seqjax over the fastest peer. A `bound` column times only the matmuls a recurren
 (`benchmarks/bounds.py`) in the same rounds: fastest peer / bound is the most a JAX loop can reach here.
 Keras and PyTorch are optional (`pip install -e ".[peers]"`).
 
-Where JAX's default backend is a GPU, PyTorch runs on it too (cuDNN), the `gpu` config (batch 256, T 200,
-H 512) joins the default run, and LSTM forward and train rows add seqjax's opt-in cuDNN path
+Where JAX's default backend is a GPU, PyTorch runs on it too (cuDNN), both without TF32 (float32 matmuls
+as on CPU, so outputs compare to the same tolerance), the `gpu` config (batch 256, T 200, H 512) joins the
+default run, and LSTM forward and train rows add seqjax's opt-in cuDNN path
 (`seqjax_cudnn`). None of that has run on a GPU yet (BENCHMARKS.md, "GPU").
 """
 
@@ -98,6 +99,8 @@ def main(argv=None) -> dict:
     from seqjax.fast import cudnn
 
     on_gpu = jax.default_backend() == "gpu"
+    if on_gpu:  # float32 means float32: no TF32 in XLA's dots or cuDNN (PyTorch's side: peers_torch)
+        jax.config.update("jax_default_matmul_precision", "highest")
     configs = problems.QUICK_CONFIGS if args.quick else {**problems.CONFIGS, **(problems.GPU_CONFIGS if on_gpu else {})}
     if args.configs:
         pool = {**problems.CONFIGS, **problems.GPU_CONFIGS, **problems.QUICK_CONFIGS}

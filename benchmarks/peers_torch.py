@@ -35,6 +35,14 @@ def device() -> str:
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
+def _full_float32():
+    """No TF32 on a GPU (bench sets the same for JAX): the frameworks compare float32 with float32."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def _tensor(a):
     import torch
 
@@ -73,6 +81,8 @@ def _modules(problem: Problem):
     import torch
 
     cfg = problem.config
+    if device() == "cuda":
+        _full_float32()
     kind = torch.nn.LSTM if problem.cell == "lstm" else torch.nn.GRU
     rnn = kind(cfg.features, cfg.hidden, batch_first=True).to(device())
     head = torch.nn.Linear(cfg.hidden, cfg.features).to(device())
