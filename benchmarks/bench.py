@@ -24,7 +24,6 @@ import argparse
 import gc
 import os
 import sys
-import tempfile
 import time
 
 from benchmarks import bounds, memory, problems, report, seqjax_tasks, timing
@@ -162,10 +161,7 @@ def main(argv=None) -> dict:
                "command": "python -m benchmarks.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                "rows": [r._asdict() for r in rows], "memory": mem, "goals": {f"{c}/{t}": g for (c, t), g in
                                                                            report.GOALS.items()}}
-    out = args.out or (os.path.join(tempfile.gettempdir(), "seqjax-bench-quick.json") if args.quick else
-                       os.path.join(os.path.dirname(__file__), "results", "latest.json"))
-    report.write_json(out, payload)
-    print(f"\nJSON: {out}  ({payload['seconds']:.0f} s)")
+    report.save_run(payload, args.out, "latest" if not args.quick else "bench", quick=args.quick)
     return payload
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 from typing import NamedTuple
 
 # Goal: seqjax time must be <= fastest peer time / factor (factor 1.25 = "1.25x faster").
@@ -144,6 +145,16 @@ def write_json(path: str, payload: dict):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=1, default=float)
+
+
+def save_run(payload: dict, out: str | None, name: str, quick: bool) -> str:
+    """Writes a run's JSON to `out`, else to `benchmarks/results/{name}.json` (a quick run: to the temp
+    directory, so smoke tests leave the committed results alone); prints and returns the path."""
+    path = out or (os.path.join(tempfile.gettempdir(), f"seqjax-{name}-quick.json") if quick else
+                   os.path.join(os.path.dirname(__file__), "results", f"{name}.json"))
+    write_json(path, payload)
+    print(f"\nJSON: {path}  ({payload['seconds']:.0f} s)")
+    return path
 
 
 def memory_table(mem: list[dict]) -> str:

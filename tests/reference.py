@@ -14,35 +14,36 @@ def np64(tree):
     return {k: np.asarray(v, np.float64) for k, v in tree.items()}
 
 
-def lstm_step(p, h, c, x):
+def lstm_step(p, h, c, x, mm=np.matmul):
+    """`mm(a, w)`: how a matmul is done (mixed precision: operands rounded first)."""
     H = h.shape[-1]
-    z = x @ p["w_x"] + h @ p["w_h"] + p["b"]
+    z = mm(x, p["w_x"]) + mm(h, p["w_h"]) + p["b"]
     i, f, g, o = (z[:, k * H:(k + 1) * H] for k in range(4))
     c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
     h = sigmoid(o) * np.tanh(c)
     return h, c
 
 
-def gru_step(p, h, x, reset_after=True):
+def gru_step(p, h, x, reset_after=True, mm=np.matmul):
     H = h.shape[-1]
     wx = lambda k: p["w_x"][:, k * H:(k + 1) * H]  # noqa: E731
     wh = lambda k: p["w_h"][:, k * H:(k + 1) * H]  # noqa: E731
     bx = lambda k: p["b_x"][k * H:(k + 1) * H]  # noqa: E731
     bh = lambda k: p["b_h"][k * H:(k + 1) * H]  # noqa: E731
-    z = sigmoid(x @ wx(0) + bx(0) + h @ wh(0) + bh(0))
-    r = sigmoid(x @ wx(1) + bx(1) + h @ wh(1) + bh(1))
+    z = sigmoid(mm(x, wx(0)) + bx(0) + mm(h, wh(0)) + bh(0))
+    r = sigmoid(mm(x, wx(1)) + bx(1) + mm(h, wh(1)) + bh(1))
     if reset_after:
-        n = np.tanh(x @ wx(2) + bx(2) + r * (h @ wh(2) + bh(2)))
+        n = np.tanh(mm(x, wx(2)) + bx(2) + r * (mm(h, wh(2)) + bh(2)))
     else:
-        n = np.tanh(x @ wx(2) + bx(2) + (r * h) @ wh(2) + bh(2))
+        n = np.tanh(mm(x, wx(2)) + bx(2) + mm(r * h, wh(2)) + bh(2))
     return z * h + (1 - z) * n
 
 
-def simple_rnn_step(p, h, x):
-    return np.tanh(x @ p["w_x"] + h @ p["w_h"] + p["b"])
+def simple_rnn_step(p, h, x, mm=np.matmul):
+    return np.tanh(mm(x, p["w_x"]) + mm(h, p["w_h"]) + p["b"])
 
 
-def run_lstm(p, xs_BTF, h=None, c=None, mask_BT=None):
+def run_lstm(p, xs_BTF, h=None, c=None, mask_BT=None, mm=np.matmul):
     """Whole sequence; masked steps keep (h, c) and repeat the previous output (zeros at first)."""
     p = np64(p)
     B, T, _ = xs_BTF.shape
@@ -51,7 +52,7 @@ def run_lstm(p, xs_BTF, h=None, c=None, mask_BT=None):
     c = np.zeros((B, H)) if c is None else np.asarray(c, np.float64)
     ys, prev = [], np.zeros((B, H))
     for t in range(T):
-        h_new, c_new = lstm_step(p, h, c, np.asarray(xs_BTF[:, t], np.float64))
+        h_new, c_new = lstm_step(p, h, c, np.asarray(xs_BTF[:, t], np.float64), mm)
         m = np.ones(B, bool) if mask_BT is None else np.asarray(mask_BT[:, t])
         h = np.where(m[:, None], h_new, h)
         c = np.where(m[:, None], c_new, c)
@@ -60,14 +61,14 @@ def run_lstm(p, xs_BTF, h=None, c=None, mask_BT=None):
     return np.stack(ys, 1), h, c
 
 
-def run_gru(p, xs_BTF, h=None, reset_after=True, mask_BT=None):
+def run_gru(p, xs_BTF, h=None, reset_after=True, mask_BT=None, mm=np.matmul):
     p = np64(p)
     B, T, _ = xs_BTF.shape
     H = p["w_h"].shape[0]
     h = np.zeros((B, H)) if h is None else np.asarray(h, np.float64)
     ys, prev = [], np.zeros((B, H))
     for t in range(T):
-        h_new = gru_step(p, h, np.asarray(xs_BTF[:, t], np.float64), reset_after)
+        h_new = gru_step(p, h, np.asarray(xs_BTF[:, t], np.float64), reset_after, mm)
         m = np.ones(B, bool) if mask_BT is None else np.asarray(mask_BT[:, t])
         h = np.where(m[:, None], h_new, h)
         prev = np.where(m[:, None], h_new, prev)
@@ -75,15 +76,26 @@ def run_gru(p, xs_BTF, h=None, reset_after=True, mask_BT=None):
     return np.stack(ys, 1), h
 
 
-def run_simple_rnn(p, xs_BTF, h=None):
+def run_simple_rnn(p, xs_BTF, h=None, mm=np.matmul):
     p = np64(p)
     B, T, _ = xs_BTF.shape
     h = np.zeros((B, p["w_h"].shape[0])) if h is None else np.asarray(h, np.float64)
     ys = []
     for t in range(T):
-        h = simple_rnn_step(p, h, np.asarray(xs_BTF[:, t], np.float64))
+        h = simple_rnn_step(p, h, np.asarray(xs_BTF[:, t], np.float64), mm)
         ys.append(h)
     return np.stack(ys, 1), h
+
+
+def bfloat16_matmul(a, w):
+    """Mixed precision: both operands rounded to bfloat16 (from float32, as seqjax holds them), the
+    products summed in float64."""
+    import ml_dtypes
+
+    def rounded(x):
+        return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+    return rounded(a) @ rounded(w)
 
 
 def random_params(cell_name, key_seed, F, H, scale=0.5):

@@ -43,6 +43,19 @@ def test_cudnn_contender_is_checked_timed_and_never_a_peer(tmp_path, monkeypatch
     assert "| seqjax_cudnn ms |" in report.markdown(json.loads(out.read_text()))
 
 
+def test_mixed_precision_benchmark_checks_bf16_matmuls_against_float32(tmp_path):
+    from benchmarks import mixed
+
+    out = tmp_path / "mixed.json"
+    mixed.main(["--configs", "tiny", "--rounds", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["cell"], r["task"]) for r in rows} == {(c, t) for c in problems.CELLS for t in mixed.TASKS}
+    for r in rows:
+        assert r["float32_ms"] > 0 and r["bf16_ms"] > 0
+        # checked within bfloat16's precision, and not float32's numbers: the bf16 layer did run
+        assert 0 < max(r["max_abs_diff"].values()) < 0.1
+
+
 @pytest.mark.parametrize("peer", ["torch", "keras"])
 def test_optional_peers_compute_what_seqjax_computes(peer):
     import importlib

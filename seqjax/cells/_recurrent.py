@@ -17,6 +17,7 @@ from seqjax.cell import (
     dropout_mask,
     resolve_activation,
 )
+from seqjax.fast import engine
 
 Initializer = Callable[..., jax.Array]
 
@@ -35,10 +36,12 @@ class RecurrentOptions(NamedTuple):
     recurrent_init: Initializer
     bias_init: Initializer
     dtype: Any
+    matmul_dtype: Any = None  # None, or the dtype matmul operands are rounded to (mixed precision)
 
 
 def recurrent_options(name, hidden_size, blocks, *, activation, recurrent_activation, dropout,
-                      recurrent_dropout, kernel_init, recurrent_init, bias_init, dtype) -> RecurrentOptions:
+                      recurrent_dropout, kernel_init, recurrent_init, bias_init, dtype,
+                      matmul_dtype=None) -> RecurrentOptions:
     where = f"sj.{name}"
     return RecurrentOptions(
         name=name,
@@ -52,7 +55,14 @@ def recurrent_options(name, hidden_size, blocks, *, activation, recurrent_activa
         recurrent_init=recurrent_init,
         bias_init=bias_init,
         dtype=check_float_dtype(dtype, where, "dtype"),
+        matmul_dtype=None if matmul_dtype is None else check_float_dtype(matmul_dtype, where, "matmul_dtype"),
     )
+
+
+def matmul(opts: RecurrentOptions, a, w):
+    """`a @ w`; with `opts.matmul_dtype`, its operands rounded to that dtype and the products summed in
+    `a`'s dtype (`seqjax.fast.engine.matmul`, which the fast paths use with the weights rounded once)."""
+    return a @ w if opts.matmul_dtype is None else engine.matmul(a, w.astype(opts.matmul_dtype))
 
 
 def default_initializers():

@@ -30,6 +30,7 @@ def gru(
     recurrent_init=None,
     bias_init=None,
     dtype=jnp.float32,
+    matmul_dtype=None,
 ) -> Cell:
     """Gated recurrent unit, as Keras's `GRU` (and, with `reset_after=True`, PyTorch's `GRU`).
 
@@ -37,7 +38,7 @@ def gru(
     `reset_after=True`:  `n = tanh(x W_n + b_xn + r * (h U_n + b_hn))` (Keras 2+/PyTorch/Flax form);
     `reset_after=False`: `n = tanh(x W_n + b_xn + (r * h) U_n + b_hn)` (the older Keras form);
     `h' = z * h + (1 - z) * n`. Step `x_t [B, F] -> y_t = h' [B, H]`; carry `GRUCarry(h)`.
-    Dropout as in `sj.lstm`.
+    Dropout and `matmul_dtype` (mixed precision) as in `sj.lstm`.
     """
     if not isinstance(reset_after, bool):
         raise TypeError(f"sj.gru: reset_after must be a bool; got {reset_after!r}")
@@ -47,7 +48,7 @@ def gru(
         activation=activation, recurrent_activation=recurrent_activation,
         dropout=dropout, recurrent_dropout=recurrent_dropout,
         kernel_init=kernel_init or k_init, recurrent_init=recurrent_init or r_init,
-        bias_init=bias_init or b_init, dtype=dtype,
+        bias_init=bias_init or b_init, dtype=dtype, matmul_dtype=matmul_dtype,
     )
     hidden = opts.hidden_size
 
@@ -65,19 +66,19 @@ def gru(
         (h,) = carry
         x_t, h_in = rc.apply_noise(noise, x_t, h)
         sig, act = opts.recurrent_activation, opts.activation
-        x_z, x_r, x_n = jnp.split(x_t @ params["w_x"] + params["b_x"], 3, axis=-1)
+        x_z, x_r, x_n = jnp.split(rc.matmul(opts, x_t, params["w_x"]) + params["b_x"], 3, axis=-1)
         w_h, b_h = params["w_h"], params["b_h"]
         if reset_after:
-            h_z, h_r, h_n = jnp.split(h_in @ w_h + b_h, 3, axis=-1)
+            h_z, h_r, h_n = jnp.split(rc.matmul(opts, h_in, w_h) + b_h, 3, axis=-1)
             z = sig(x_z + h_z)
             r = sig(x_r + h_r)
             n = act(x_n + r * h_n)
         else:
-            h_zr = h_in @ w_h[:, : 2 * hidden] + b_h[: 2 * hidden]
+            h_zr = rc.matmul(opts, h_in, w_h[:, : 2 * hidden]) + b_h[: 2 * hidden]
             h_z, h_r = jnp.split(h_zr, 2, axis=-1)
             z = sig(x_z + h_z)
             r = sig(x_r + h_r)
-            n = act(x_n + (r * h_in) @ w_h[:, 2 * hidden:] + b_h[2 * hidden:])
+            n = act(x_n + rc.matmul(opts, r * h_in, w_h[:, 2 * hidden:]) + b_h[2 * hidden:])
         h_new = z * h + (1 - z) * n
         return GRUCarry(h_new.astype(h.dtype)), h_new
 
@@ -89,9 +90,10 @@ def gru(
         sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
             opts, key, params, batch_size, dtype),
         sequence=gru_sequence(step, initial_carry, reset_after=reset_after, activation=opts.activation,
-                              recurrent_activation=opts.recurrent_activation, carry_type=GRUCarry),
+                              recurrent_activation=opts.recurrent_activation, carry_type=GRUCarry,
+                              matmul_dtype=opts.matmul_dtype),
         name="gru",
         config=CellConfig(hidden_size=hidden, reset_after=reset_after, activation=activation,
                           recurrent_activation=recurrent_activation, dropout=opts.dropout,
-                          recurrent_dropout=opts.recurrent_dropout),
+                          recurrent_dropout=opts.recurrent_dropout, matmul_dtype=opts.matmul_dtype),
     )

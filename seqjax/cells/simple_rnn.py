@@ -28,10 +28,12 @@ def simple_rnn(
     recurrent_init=None,
     bias_init=None,
     dtype=jnp.float32,
+    matmul_dtype=None,
 ) -> Cell:
     """Fully connected recurrent cell, as Keras's `SimpleRNN` and PyTorch's `RNN`.
 
     `h' = activation(x w_x + h w_h + b)`. Step `x_t [B, F] -> y_t = h' [B, H]`; carry `SimpleRNNCarry(h)`.
+    Dropout and `matmul_dtype` (mixed precision) as in `sj.lstm`.
     """
     k_init, r_init, b_init = rc.default_initializers()
     opts = rc.recurrent_options(
@@ -39,7 +41,7 @@ def simple_rnn(
         activation=activation, recurrent_activation="linear",
         dropout=dropout, recurrent_dropout=recurrent_dropout,
         kernel_init=kernel_init or k_init, recurrent_init=recurrent_init or r_init,
-        bias_init=bias_init or b_init, dtype=dtype,
+        bias_init=bias_init or b_init, dtype=dtype, matmul_dtype=matmul_dtype,
     )
 
     def init(key, in_features):
@@ -54,7 +56,8 @@ def simple_rnn(
     def step(params, carry, x_t, noise=None):
         (h,) = carry
         x_t, h_in = rc.apply_noise(noise, x_t, h)
-        h_new = opts.activation(x_t @ params["w_x"] + h_in @ params["w_h"] + params["b"])
+        z = rc.matmul(opts, x_t, params["w_x"]) + rc.matmul(opts, h_in, params["w_h"]) + params["b"]
+        h_new = opts.activation(z)
         return SimpleRNNCarry(h_new.astype(h.dtype)), h_new
 
     return Cell(
@@ -64,8 +67,9 @@ def simple_rnn(
         input_spec=lambda params: rc.input_spec(opts, params),
         sample_noise=lambda key, params, batch_size, dtype=jnp.float32: rc.sample_noise(
             opts, key, params, batch_size, dtype),
-        sequence=simple_rnn_sequence(step, initial_carry, activation=opts.activation, carry_type=SimpleRNNCarry),
+        sequence=simple_rnn_sequence(step, initial_carry, activation=opts.activation, carry_type=SimpleRNNCarry,
+                                     matmul_dtype=opts.matmul_dtype),
         name="simple_rnn",
         config=CellConfig(hidden_size=opts.hidden_size, activation=activation, dropout=opts.dropout,
-                          recurrent_dropout=opts.recurrent_dropout),
+                          recurrent_dropout=opts.recurrent_dropout, matmul_dtype=opts.matmul_dtype),
     )

@@ -22,6 +22,7 @@ from seqjax.cell import (
     no_noise,
     resolve_activation,
 )
+from seqjax.fast import engine
 from seqjax.loop import fill_masked
 
 
@@ -45,14 +46,16 @@ def _stateless_cell(name: str, init, apply: Callable, input_spec) -> Cell:
 
 
 def dense(features: int, *, activation=None, use_bias: bool = True, kernel_init=None, bias_init=None,
-          dtype=jnp.float32) -> Cell:
+          dtype=jnp.float32, matmul_dtype=None) -> Cell:
     """Per-step affine map (Keras's `TimeDistributed(Dense)`): `y = activation(x w + b)`.
 
     Params `w [F, features]`, `b [features]` (absent without bias). Step `x_t [B, F] -> [B, features]`.
+    `matmul_dtype` (mixed precision: `x` and `w` rounded to it, products summed in `x`'s dtype) as in `sj.lstm`.
     """
     check_size(features, "sj.dense", "features")
     act = resolve_activation(activation if activation is not None else "linear", "sj.dense", "activation")
     dtype = check_float_dtype(dtype, "sj.dense", "dtype")
+    matmul_dtype = None if matmul_dtype is None else check_float_dtype(matmul_dtype, "sj.dense", "matmul_dtype")
     kernel_init = kernel_init or jax.nn.initializers.glorot_uniform()
     bias_init = bias_init or jax.nn.initializers.zeros
 
@@ -65,7 +68,7 @@ def dense(features: int, *, activation=None, use_bias: bool = True, kernel_init=
         return params
 
     def apply(params, x):
-        y = x @ params["w"]
+        y = x @ params["w"] if matmul_dtype is None else engine.matmul(x, params["w"].astype(matmul_dtype))
         if use_bias:
             y = y + params["b"]
         return act(y)

@@ -53,13 +53,14 @@ def _loop(maths: engine.Gated, plan, head=None):
 
 
 def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: bool, param_names: tuple,
-                  carry_type):
+                  carry_type, matmul_dtype=None):
     """A `Cell.sequence` running `maths` through `seqjax.fast.engine` with the plan `plan_for` picks.
 
-    `param_names`: the params holding `(w_x, w_h, b_x[, b_h])`. It hands over to the reference loop over
-    `step` (same maths step by step) when the cell's maths is not `maths`, with `mask`/`reset`, with
-    recurrent dropout, or when params, carry and inputs are not all of one floating dtype. Input dropout
-    multiplies all steps at once, as the step does.
+    `param_names`: the params holding `(w_x, w_h, b_x[, b_h])`. `matmul_dtype` (mixed precision, as the
+    step): the loops get `w_x` and `w_h` rounded to it once, and `engine.matmul` rounds the activations.
+    It hands over to the reference loop over `step` (same maths step by step) when the cell's maths is not
+    `maths`, with `mask`/`reset`, with recurrent dropout, or when params, carry and inputs are not all of
+    one floating dtype. Input dropout multiplies all steps at once, as the step does.
 
     `head` (an `engine.Head`, with its `head_params`; `chain` passes the dense / activation parts that
     follow the layer, without `mask` or `reset`): the outputs are the head's, and evaluated without a
@@ -72,7 +73,10 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         params, xs_TB, noise = with_empty_feature(params, param_names[0], xs_TB, noise)
 
         def by_reference():  # on the inputs as given: the reference step applies the dropout masks itself
-            new_carry, ys = reference(params, carry, xs_TB, mask_TB=mask_TB, reset_TB=reset_TB, noise=noise,
+            # mixed precision: the weights rounded once here, not in every step (the same numbers)
+            p = params if matmul_dtype is None else {**params, **{n: params[n].astype(matmul_dtype)
+                                                                  for n in param_names[:2]}}
+            new_carry, ys = reference(p, carry, xs_TB, mask_TB=mask_TB, reset_TB=reset_TB, noise=noise,
                                       unroll=unroll, masked_output=masked_output)
             return new_carry, ys if head is None else head.sequence(head_params, ys)
 
@@ -92,6 +96,8 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
             plan = plan._replace(unroll=unroll)
         names = tuple(param_names) + (None,) * (4 - len(param_names))
         w = engine.Weights(*(None if n is None else params[n] for n in names))
+        if matmul_dtype is not None:
+            w = w._replace(w_x=w.w_x.astype(matmul_dtype), w_h=w.w_h.astype(matmul_dtype))
         if head is None:
             new_carry, ys_TB = _loop(maths, plan)(w, tuple(carry), inputs)
         else:

@@ -98,6 +98,9 @@ def cudnn_lstm(cell: Cell) -> Cell:
         if value is None or resolve_activation(value, _WHERE, argument) is not wanted:
             raise ValueError(f"{_WHERE}: cuDNN's LSTM has {wanted.__name__} as its {argument}; this cell has "
                              f"{value!r}")
+    if cell.config.get("matmul_dtype") is not None:
+        raise ValueError(f"{_WHERE}: cuDNN's LSTM runs float32 matmuls; this cell has "
+                         f"matmul_dtype={cell.config['matmul_dtype']}")
     own = functools.partial(run_sequence, cell)
 
     def sequence(params, carry, xs_TB, *, mask_TB=None, reset_TB=None, noise=None, unroll=1,

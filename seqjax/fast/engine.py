@@ -79,6 +79,14 @@ class Head(NamedTuple):
     sequence: Callable
 
 
+def matmul(a, w):
+    """`a @ w` with `a` rounded to `w`'s dtype and the products summed in `a`'s: a plain matmul when the
+    two dtypes agree, mixed precision when the weights are given in bfloat16 (`matmul_dtype`)."""
+    if a.dtype == w.dtype:
+        return a @ w
+    return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=a.dtype)
+
+
 def _gate_blocks(xp, blocks: int):
     """The gate blocks of a projection as separate `[B, H]` arrays."""
     hidden = xp.shape[-1] // blocks
@@ -118,18 +126,18 @@ def _projector(maths: Gated, w: Weights, d: Derived, plan: Plan):
         def project(xp_t, h):
             if not maths.additive:
                 return xp_t
-            return tuple(a + b for a, b in zip(xp_t, _gate_blocks(h @ w.w_h, blocks)))
+            return tuple(a + b for a, b in zip(xp_t, _gate_blocks(matmul(h, w.w_h), blocks)))
 
-        return lambda xs_TB: _gate_blocks(xs_TB @ w.w_x + w.b_x, blocks), project
+        return lambda xs_TB: _gate_blocks(matmul(xs_TB, w.w_x) + w.b_x, blocks), project
     if d.w_xh is not None:
         def project(x_t, h):
-            return _gate_blocks(jnp.concatenate([x_t, h], axis=-1) @ d.w_xh + w.b_x, blocks)
+            return _gate_blocks(matmul(jnp.concatenate([x_t, h], axis=-1), d.w_xh) + w.b_x, blocks)
     elif maths.additive:
         def project(x_t, h):
-            return _gate_blocks(x_t @ w.w_x + h @ w.w_h + w.b_x, blocks)  # the reference step's order
+            return _gate_blocks(matmul(x_t, w.w_x) + matmul(h, w.w_h) + w.b_x, blocks)  # the step's order
     else:
         def project(x_t, h):
-            return _gate_blocks(x_t @ w.w_x + w.b_x, blocks)
+            return _gate_blocks(matmul(x_t, w.w_x) + w.b_x, blocks)
     return lambda xs_TB: xs_TB, project
 
 
@@ -183,8 +191,8 @@ def _backward(maths: Gated, w: Weights, d: Derived, start, d_carry, dys_TB, ys_T
     def recurrent_grad(dzh):
         """`dzh @ w_h^T`: one matmul, or one per gate block when the cell gives the blocks apart."""
         if isinstance(dzh, tuple):
-            return sum(dz_k @ wk_t for dz_k, wk_t in zip(dzh, d.w_h_t_blocks))
-        return dzh @ d.w_h_t
+            return sum(matmul(dz_k, wk_t) for dz_k, wk_t in zip(dzh, d.w_h_t_blocks))
+        return matmul(dzh, d.w_h_t)
 
     def body(state, _):
         d_carry, t = state
@@ -204,13 +212,25 @@ def _backward(maths: Gated, w: Weights, d: Derived, start, d_carry, dys_TB, ys_T
 
 
 def _grads(w: Weights, xs_TB, h_prev_TB, dzx_TB, dzh_TB):
-    """Weight gradients of one stretch as matmuls over all its `steps * B` rows, and `dxs`."""
+    """Weight gradients of one stretch as matmuls over all its `steps * B` rows, and `dxs`. With bfloat16
+    weights (mixed precision) the matmuls' operands are rounded to bfloat16 and the gradients stay in the
+    activations' dtype, to be summed over chunks there (`_like_weights` rounds the total)."""
     rows = xs_TB.shape[0] * xs_TB.shape[1]
     dzx = dzx_TB.reshape(rows, -1)
     dzh = dzh_TB.reshape(rows, -1)
-    g = Weights(xs_TB.reshape(rows, -1).T @ dzx, h_prev_TB.reshape(rows, -1).T @ dzh, jnp.sum(dzx, axis=0),
+
+    def outer(a, dz, like):  # a^T dz, the operands rounded to the weights' dtype
+        a = a.reshape(rows, -1).T
+        return a @ dz if a.dtype == like.dtype else matmul(a, dz.astype(like.dtype))
+
+    g = Weights(outer(xs_TB, dzx, w.w_x), outer(h_prev_TB, dzh, w.w_h), jnp.sum(dzx, axis=0),
                 None if w.b_h is None else jnp.sum(dzh, axis=0))
-    return g, dzx_TB @ w.w_x.T
+    return g, matmul(dzx_TB, w.w_x.T)
+
+
+def _like_weights(g: Weights, w: Weights) -> Weights:
+    """The weight gradients `g` in the dtypes of the weights `w` (a custom VJP's cotangents must match)."""
+    return jax.tree.map(lambda a, b: a.astype(b.dtype), g, w)
 
 
 def chunk_length(time: int, target: int) -> int:
@@ -315,7 +335,7 @@ def sequence(maths: Gated, plan: Plan, head: Optional[Head] = None):
         d = _derive(maths, w, plan, backward=True)
         if not recomputed and k == time:
             d_carry, g, dxs = chunk_grads(w, d, carry0, xs_TB, dys, d_carry, ys, kept)
-            return g, d_carry, dxs
+            return _like_weights(g, w), d_carry, dxs
         # each chunk's starting carry: `h` is the output before it, the other entries were kept (every
         # step's, or each chunk's start when recomputing); strided slices, so only `n` rows are copied
         # (`h` of one-step chunks below)
@@ -336,7 +356,7 @@ def sequence(maths: Gated, plan: Plan, head: Optional[Head] = None):
             before = lax.dynamic_index_in_dim(ys, jnp.maximum(entry - 1, 0), keepdims=False)
             return jnp.where(entry == 0, carry0[0], before)
 
-        g = jax.tree.map(jnp.zeros_like, w)
+        g = jax.tree.map(lambda a: jnp.zeros(a.shape, xs_TB.dtype), w)  # summed in the activations' dtype
         dxs_rest = None
         if n * k < time:
             rest = (ys[n * k:], tuple(a[n * k:] for a in kept)) if not recomputed else (None, None)
@@ -357,7 +377,7 @@ def sequence(maths: Gated, plan: Plan, head: Optional[Head] = None):
         dxs = _merge(dxs, n, k)
         if dxs_rest is not None:
             dxs = jnp.concatenate([dxs, dxs_rest], axis=0)
-        return g, d_carry, dxs
+        return _like_weights(g, w), d_carry, dxs
 
     if head is None:
         fn = jax.custom_vjp(primal)

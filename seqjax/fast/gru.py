@@ -15,14 +15,14 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.fast._common import blocks, fast_sequence
-from seqjax.fast.engine import Gated
+from seqjax.fast.engine import Gated, matmul
 
 
 def _step(w, carry, xp, keep):
     (h,) = carry
     hidden = h.shape[-1]
     x_z, x_r, x_n = xp
-    h_z, h_r, h_n = blocks(h @ w.w_h + w.b_h, hidden, 3)
+    h_z, h_r, h_n = blocks(matmul(h, w.w_h) + w.b_h, hidden, 3)
     z = jax.nn.sigmoid(x_z + h_z)
     r = jax.nn.sigmoid(x_r + h_r)
     n = jnp.tanh(x_n + r * h_n)
@@ -41,8 +41,9 @@ def _backward(w, carry_prev, carry_new, res, d_carry):
 GRU = Gated("gru", False, 5, _step, _backward)
 
 
-def gru_sequence(step, initial_carry, *, reset_after, activation, recurrent_activation, carry_type):
+def gru_sequence(step, initial_carry, *, reset_after, activation, recurrent_activation, carry_type,
+                 matmul_dtype=None):
     """The fast `sequence` of a GRU cell built from its `step` (the reference it falls back to)."""
     maths = reset_after and activation is jnp.tanh and recurrent_activation is jax.nn.sigmoid
     return fast_sequence(step, initial_carry, GRU, param_names=("w_x", "w_h", "b_x", "b_h"), carry_type=carry_type,
-                         maths_supported=maths)
+                         maths_supported=maths, matmul_dtype=matmul_dtype)

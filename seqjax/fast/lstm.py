@@ -38,7 +38,8 @@ def _backward(w, carry_prev, carry_new, res, d_carry):
 LSTM = Gated("lstm", True, 6, _step, _backward)
 
 
-def lstm_sequence(step, initial_carry, *, activation, recurrent_activation, carry_type):
+def lstm_sequence(step, initial_carry, *, activation, recurrent_activation, carry_type, matmul_dtype=None):
     """The fast `sequence` of an LSTM cell built from its `step` (the reference it falls back to)."""
     return fast_sequence(step, initial_carry, LSTM, param_names=("w_x", "w_h", "b"), carry_type=carry_type,
-                         maths_supported=activation is jnp.tanh and recurrent_activation is jax.nn.sigmoid)
+                         maths_supported=activation is jnp.tanh and recurrent_activation is jax.nn.sigmoid,
+                         matmul_dtype=matmul_dtype)

@@ -25,7 +25,7 @@ def _backward(w, carry_prev, carry_new, res, d_carry):
 SIMPLE_RNN = Gated("simple_rnn", True, 1, _step, _backward)
 
 
-def simple_rnn_sequence(step, initial_carry, *, activation, carry_type):
+def simple_rnn_sequence(step, initial_carry, *, activation, carry_type, matmul_dtype=None):
     """The fast `sequence` of a SimpleRNN cell built from its `step` (the reference it falls back to)."""
     return fast_sequence(step, initial_carry, SIMPLE_RNN, param_names=("w_x", "w_h", "b"), carry_type=carry_type,
-                         maths_supported=activation is jnp.tanh)
+                         maths_supported=activation is jnp.tanh, matmul_dtype=matmul_dtype)
