@@ -73,8 +73,8 @@ def train(problem: Problem, layer=None, name: str = "seqjax") -> Contender:
                      "jit(value_and_grad(mse(sj.scan(chain(cell, dense)))) + optax.adam)")
 
 
-def rollout(problem: Problem) -> Contender:
-    model = model_cell(problem)
+def rollout(problem: Problem, layer=None, name: str = "seqjax") -> Contender:
+    model = model_cell(problem, layer)
     params = _params(problem)
     context = jnp.asarray(problem.context)
     steps = problem.closed_loop
@@ -85,7 +85,7 @@ def rollout(problem: Problem) -> Contender:
         _, future = sj.rollout(model, params, carry, ys[:, -1], steps)
         return future
 
-    return Contender("seqjax", lambda: predict(params, context),
+    return Contender(name, lambda: predict(params, context),
                      lambda: {"future": np.asarray(predict(params, context))},
                      "jit(sj.scan warm-up + sj.rollout)")
 
