@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
     peers, missing = _peer_modules(args.peers.split(","))
     if "flax" not in peers:
         parser.error("flax must be importable: it is the peer every run compares with")
-    names = ["seqjax"] + ([seqjax_tasks.CUDNN] if cudnn.cudnn_available() else []) + list(peers) + [bounds.NAME]
+    names = ["seqjax"] + ([report.CUDNN] if cudnn.cudnn_available() else []) + list(peers) + [bounds.NAME]
 
     started = time.time()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None

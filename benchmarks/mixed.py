@@ -22,8 +22,6 @@ import time
 
 import jax.numpy as jnp
 
-import seqjax as sj
-
 from benchmarks import problems, report, seqjax_tasks, timing
 
 MIXED = "seqjax_bf16"
@@ -32,17 +30,10 @@ TASKS = ("forward", "train", "rollout")
 RTOL, ATOL = 5e-2, 1e-3
 
 
-def mixed_layer(problem: problems.Problem):
-    """The bench's recurrent layer with bfloat16 matmuls."""
-    h = problem.config.hidden
-    make = sj.lstm if problem.cell == "lstm" else sj.gru
-    return make(h, matmul_dtype=jnp.bfloat16)
-
-
 def contenders(problem: problems.Problem, task: str) -> list[timing.Contender]:
     """The bench's float32 seqjax contender for `task`, and the same with the mixed layer."""
     build = seqjax_tasks.BUILDERS[task]
-    return [build(problem), build(problem, mixed_layer(problem), MIXED)]
+    return [build(problem), build(problem, seqjax_tasks.layer_cell(problem, matmul_dtype=jnp.bfloat16), MIXED)]
 
 
 def run_row(config, cell: str, task: str, rounds: int) -> dict:

@@ -9,6 +9,8 @@ whole-sequence warm-up (PyTorch's usual way). PyTorch orders GRU gate blocks r, 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from benchmarks.problems import LEARNING_RATE, Problem
@@ -26,6 +28,7 @@ def available() -> bool:
     return torch.__version__.split("+")[0] == REQUIRED_VERSION or device() == "cuda"
 
 
+@functools.cache
 def device() -> str:
     """"cuda" where JAX's default backend is a GPU and PyTorch sees one, else "cpu": both frameworks on
     the same kind of device."""

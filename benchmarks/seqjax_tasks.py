@@ -14,12 +14,14 @@ import optax
 import seqjax as sj
 from seqjax.fast import cudnn
 from benchmarks.problems import LEARNING_RATE, Problem, adam_step
+from benchmarks.report import CUDNN
 from benchmarks.timing import Contender
 
 
-def layer_cell(problem: Problem):
-    h = problem.config.hidden
-    return sj.lstm(h) if problem.cell == "lstm" else sj.gru(h)
+def layer_cell(problem: Problem, **options):
+    """The problem's recurrent layer, `sj.lstm` or `sj.gru` of its hidden size (`options`: their keywords)."""
+    make = sj.lstm if problem.cell == "lstm" else sj.gru
+    return make(problem.config.hidden, **options)
 
 
 def model_cell(problem: Problem, layer=None):
@@ -43,8 +45,8 @@ def train_step_fn(model, optimizer, remat=None):
     return adam_step(lambda p, xs, targets: mse_loss(model, p, xs, targets, remat), optimizer)
 
 
-def forward(problem: Problem, cell=None, name: str = "seqjax") -> Contender:
-    cell = cell or layer_cell(problem)
+def forward(problem: Problem, layer=None, name: str = "seqjax") -> Contender:
+    cell = layer or layer_cell(problem)
     layer, _ = _params(problem)
     xs = jnp.asarray(problem.xs)
     batch = problem.config.batch
@@ -91,7 +93,6 @@ def rollout(problem: Problem, layer=None, name: str = "seqjax") -> Contender:
 
 
 BUILDERS = {"forward": forward, "train": train, "rollout": rollout}
-CUDNN = "seqjax_cudnn"
 
 
 def cudnn_contenders(problem: Problem, task: str) -> list[Contender]:

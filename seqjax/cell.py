@@ -121,6 +121,14 @@ def resolve_activation(fn, where: str, argument: str) -> Callable[[jax.Array], j
     )
 
 
+def matmul(a, w, dtype=None):
+    """`a @ w`; with `dtype` (a cell's `matmul_dtype`: mixed precision) both operands rounded to `dtype`
+    and the products summed in `a`'s dtype. Without `dtype`, or when both already are in it, a plain matmul."""
+    if dtype is None or a.dtype == w.dtype == dtype:
+        return a @ w
+    return jnp.matmul(a.astype(dtype), w.astype(dtype), preferred_element_type=a.dtype)
+
+
 def check_size(value, where: str, argument: str) -> int:
     """An int >= 1, or a ValueError/TypeError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int):

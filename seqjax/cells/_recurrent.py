@@ -17,7 +17,6 @@ from seqjax.cell import (
     dropout_mask,
     resolve_activation,
 )
-from seqjax.fast import engine
 
 Initializer = Callable[..., jax.Array]
 
@@ -58,11 +57,6 @@ def recurrent_options(name, hidden_size, blocks, *, activation, recurrent_activa
         matmul_dtype=None if matmul_dtype is None else check_float_dtype(matmul_dtype, where, "matmul_dtype"),
     )
 
-
-def matmul(opts: RecurrentOptions, a, w):
-    """`a @ w`; with `opts.matmul_dtype`, its operands rounded to that dtype and the products summed in
-    `a`'s dtype (`seqjax.fast.engine.matmul`, which the fast paths use with the weights rounded once)."""
-    return a @ w if opts.matmul_dtype is None else engine.matmul(a, w.astype(opts.matmul_dtype))
 
 
 def default_initializers():

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell, CellConfig, compiled_init
+from seqjax.cell import Cell, CellConfig, compiled_init, matmul
 from seqjax.cells import _recurrent as rc
 from seqjax.fast.gru import gru_sequence
 
@@ -66,19 +66,20 @@ def gru(
         (h,) = carry
         x_t, h_in = rc.apply_noise(noise, x_t, h)
         sig, act = opts.recurrent_activation, opts.activation
-        x_z, x_r, x_n = jnp.split(rc.matmul(opts, x_t, params["w_x"]) + params["b_x"], 3, axis=-1)
+        md = opts.matmul_dtype
+        x_z, x_r, x_n = jnp.split(matmul(x_t, params["w_x"], md) + params["b_x"], 3, axis=-1)
         w_h, b_h = params["w_h"], params["b_h"]
         if reset_after:
-            h_z, h_r, h_n = jnp.split(rc.matmul(opts, h_in, w_h) + b_h, 3, axis=-1)
+            h_z, h_r, h_n = jnp.split(matmul(h_in, w_h, md) + b_h, 3, axis=-1)
             z = sig(x_z + h_z)
             r = sig(x_r + h_r)
             n = act(x_n + r * h_n)
         else:
-            h_zr = rc.matmul(opts, h_in, w_h[:, : 2 * hidden]) + b_h[: 2 * hidden]
+            h_zr = matmul(h_in, w_h[:, : 2 * hidden], md) + b_h[: 2 * hidden]
             h_z, h_r = jnp.split(h_zr, 2, axis=-1)
             z = sig(x_z + h_z)
             r = sig(x_r + h_r)
-            n = act(x_n + rc.matmul(opts, r * h_in, w_h[:, 2 * hidden:]) + b_h[2 * hidden:])
+            n = act(x_n + matmul(r * h_in, w_h[:, 2 * hidden:], md) + b_h[2 * hidden:])
         h_new = z * h + (1 - z) * n
         return GRUCarry(h_new.astype(h.dtype)), h_new
 

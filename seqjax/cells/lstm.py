@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell, CellConfig, compiled_init
+from seqjax.cell import Cell, CellConfig, compiled_init, matmul
 from seqjax.cells import _recurrent as rc
 from seqjax.fast.lstm import lstm_sequence
 
@@ -70,7 +70,8 @@ def lstm(
     def step(params, carry, x_t, noise=None):
         h, c = carry
         x_t, h_in = rc.apply_noise(noise, x_t, h)
-        z = rc.matmul(opts, x_t, params["w_x"]) + rc.matmul(opts, h_in, params["w_h"]) + params["b"]
+        md = opts.matmul_dtype
+        z = matmul(x_t, params["w_x"], md) + matmul(h_in, params["w_h"], md) + params["b"]
         i, f, g, o = jnp.split(z, 4, axis=-1)
         sig, act = opts.recurrent_activation, opts.activation
         c_new = sig(f) * c + sig(i) * act(g)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from seqjax.cell import Cell, CellConfig, compiled_init
+from seqjax.cell import Cell, CellConfig, compiled_init, matmul
 from seqjax.cells import _recurrent as rc
 from seqjax.fast.simple_rnn import simple_rnn_sequence
 
@@ -56,7 +56,8 @@ def simple_rnn(
     def step(params, carry, x_t, noise=None):
         (h,) = carry
         x_t, h_in = rc.apply_noise(noise, x_t, h)
-        z = rc.matmul(opts, x_t, params["w_x"]) + rc.matmul(opts, h_in, params["w_h"]) + params["b"]
+        md = opts.matmul_dtype
+        z = matmul(x_t, params["w_x"], md) + matmul(h_in, params["w_h"], md) + params["b"]
         h_new = opts.activation(z)
         return SimpleRNNCarry(h_new.astype(h.dtype)), h_new
 

@@ -20,9 +20,9 @@ from seqjax.cell import (
     compiled_init,
     draw,
     no_noise,
+    matmul,
     resolve_activation,
 )
-from seqjax.fast import engine
 from seqjax.loop import fill_masked
 
 
@@ -68,7 +68,7 @@ def dense(features: int, *, activation=None, use_bias: bool = True, kernel_init=
         return params
 
     def apply(params, x):
-        y = x @ params["w"] if matmul_dtype is None else engine.matmul(x, params["w"].astype(matmul_dtype))
+        y = matmul(x, params["w"], matmul_dtype)
         if use_bias:
             y = y + params["b"]
         return act(y)

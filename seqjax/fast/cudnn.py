@@ -66,7 +66,7 @@ def reference_call(x_BTF, h0, c0, weights, lengths, features: int, hidden: int):
     return rnn.lstm_ref(x_BTF, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, features, hidden, 1, 0.0, False)
 
 
-def layer_sequence(params: dict, carry, xs_TB, call=cudnn_call):
+def layer_sequence(params: dict, carry, xs_TB, call):
     """One LSTM layer over `xs_TB [T, B, F]` from `carry` through `call` (`cudnn_call` or `reference_call`):
     `(LSTMCarry(h, c), ys [T, B, H])`."""
     time, batch, features = xs_TB.shape

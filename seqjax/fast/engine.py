@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from seqjax.cell import matmul as cell_matmul
 from seqjax.fast.plan import Plan
 
 
@@ -80,11 +81,9 @@ class Head(NamedTuple):
 
 
 def matmul(a, w):
-    """`a @ w` with `a` rounded to `w`'s dtype and the products summed in `a`'s: a plain matmul when the
-    two dtypes agree, mixed precision when the weights are given in bfloat16 (`matmul_dtype`)."""
-    if a.dtype == w.dtype:
-        return a @ w
-    return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=a.dtype)
+    """`a @ w` in the weights' dtype: a plain matmul, or mixed precision when the weights come rounded to
+    bfloat16 (a cell's `matmul_dtype`; `seqjax.cell.matmul`)."""
+    return cell_matmul(a, w, w.dtype)
 
 
 def _gate_blocks(xp, blocks: int):
@@ -220,8 +219,7 @@ def _grads(w: Weights, xs_TB, h_prev_TB, dzx_TB, dzh_TB):
     dzh = dzh_TB.reshape(rows, -1)
 
     def outer(a, dz, like):  # a^T dz, the operands rounded to the weights' dtype
-        a = a.reshape(rows, -1).T
-        return a @ dz if a.dtype == like.dtype else matmul(a, dz.astype(like.dtype))
+        return cell_matmul(a.reshape(rows, -1).T, dz, like.dtype)
 
     g = Weights(outer(xs_TB, dzx, w.w_x), outer(h_prev_TB, dzh, w.w_h), jnp.sum(dzx, axis=0),
                 None if w.b_h is None else jnp.sum(dzh, axis=0))
