@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 
 from seqjax.cell import Cell, no_noise
-from seqjax.fast import engine
+from seqjax.fast import engine, native
 from seqjax.fast.plan import plan_for
 from seqjax.loop import scan_steps
 
@@ -52,8 +53,30 @@ def _loop(maths: engine.Gated, plan, head=None):
     return engine.sequence(maths, plan, head)
 
 
+@functools.lru_cache(maxsize=None)
+def _native_loop(maths: engine.Gated, plan, native_forward, head=None):
+    """The engine's loop (same arguments and results) evaluated by `native_forward(w, carry, xs_TB, plan)
+    -> (carry, ys_TB)`; its gradient is the engine's (custom VJP: forward and backward pass of `_loop`)."""
+    differentiable = _loop(maths, plan, head)
+
+    if head is None:
+        def evaluate(w, carry, xs_TB):
+            return native_forward(w, carry, xs_TB, plan)
+    else:
+        def evaluate(w, head_params, carry, xs_TB):
+            new_carry, ys_TB = native_forward(w, carry, xs_TB, plan)
+            return new_carry, head.sequence(head_params, ys_TB)
+
+    def fwd(*args):
+        return jax.vjp(differentiable, *args)
+
+    fn = jax.custom_vjp(evaluate)
+    fn.defvjp(fwd, lambda vjp, cotangents: vjp(cotangents))
+    return fn
+
+
 def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: bool, param_names: tuple,
-                  carry_type, matmul_dtype=None):
+                  carry_type, matmul_dtype=None, native_forward=None):
     """A `Cell.sequence` running `maths` through `seqjax.fast.engine` with the plan `plan_for` picks.
 
     `param_names`: the params holding `(w_x, w_h, b_x[, b_h])`. `matmul_dtype` (mixed precision, as the
@@ -61,6 +84,10 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
     It hands over to the reference loop over `step` (same maths step by step) when the cell's maths is not
     `maths`, with `mask`/`reset`, with recurrent dropout, or when params, carry and inputs are not all of
     one floating dtype. Input dropout multiplies all steps at once, as the step does.
+
+    `native_forward(w, carry, xs_TB, plan) -> (carry, ys_TB)` (float32 only): where the plan says
+    `native` (`native_head` with a head) and `seqjax.fast.native.available()`, evaluation runs it instead of the engine's forward loop
+    (gradients stay the engine's).
 
     `head` (an `engine.Head`, with its `head_params`; `chain` passes the dense / activation parts that
     follow the layer, without `mask` or `reset`): the outputs are the head's, and evaluated without a
@@ -98,10 +125,15 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         w = engine.Weights(*(None if n is None else params[n] for n in names))
         if matmul_dtype is not None:
             w = w._replace(w_x=w.w_x.astype(matmul_dtype), w_h=w.w_h.astype(matmul_dtype))
+        loop = _loop(maths, plan, head)
+        if ((plan.native_head if head is not None else plan.native) and native_forward is not None
+                and matmul_dtype is None
+                and next(iter(dtypes)) == jnp.float32 and native.available()):
+            loop = _native_loop(maths, plan, native_forward, head)
         if head is None:
-            new_carry, ys_TB = _loop(maths, plan)(w, tuple(carry), inputs)
+            new_carry, ys_TB = loop(w, tuple(carry), inputs)
         else:
-            new_carry, ys_TB = _loop(maths, plan, head)(w, tuple(head_params), tuple(carry), inputs)
+            new_carry, ys_TB = loop(w, tuple(head_params), tuple(carry), inputs)
         return carry_type(*new_carry), ys_TB
 
     sequence.takes_head = True

@@ -2,7 +2,8 @@
 
 Same maths as `sj.lstm`'s step (tests compare them to float32 tolerance): `z = x w_x + h w_h + b`,
 `c' = σ(f) c + σ(i) tanh(g)`, `h' = σ(o) tanh(c')`. The backward pass keeps `i, f, g, o` and `c'`
-(`tanh(c')` is recomputed). Used for the default activations (sigmoid, tanh) without `mask`, `reset` or
+(`tanh(c')` is recomputed). Evaluated without a gradient on CPU, the native kernel runs the forward pass
+where the plan chooses it (`seqjax.fast.native`). Used for the default activations (sigmoid, tanh) without `mask`, `reset` or
 recurrent dropout; other calls run the reference loop. Forward-mode autodiff (`jax.jvp`) does not pass
 the custom VJP: use `sj.lstm(H)._replace(sequence=None)` for it.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from seqjax.fast import native
 from seqjax.fast._common import fast_sequence
 from seqjax.fast.engine import Gated
 
@@ -38,8 +40,15 @@ def _backward(w, carry_prev, carry_new, res, d_carry):
 LSTM = Gated("lstm", True, 6, _step, _backward)
 
 
+def _native_forward(w, carry, xs_TB, plan):
+    """The forward pass on the native CPU kernel (`seqjax.fast.native`): its outputs are written `[B, T, H]`,
+    and `ys_TB` is their transpose, which `scan`'s transpose back cancels."""
+    new_carry, ys_BTH = native.lstm_forward(w.w_x, w.w_h, w.b_x, *carry, xs_TB, threads=plan.native_threads)
+    return new_carry, jnp.swapaxes(ys_BTH, 0, 1)
+
+
 def lstm_sequence(step, initial_carry, *, activation, recurrent_activation, carry_type, matmul_dtype=None):
     """The fast `sequence` of an LSTM cell built from its `step` (the reference it falls back to)."""
     return fast_sequence(step, initial_carry, LSTM, param_names=("w_x", "w_h", "b"), carry_type=carry_type,
                          maths_supported=activation is jnp.tanh and recurrent_activation is jax.nn.sigmoid,
-                         matmul_dtype=matmul_dtype)
+                         matmul_dtype=matmul_dtype, native_forward=_native_forward)

@@ -29,7 +29,10 @@ class Plan(NamedTuple):
     recompute its forward pass in the backward pass, instead of keeping every step's residuals.
     `fuse_xh`: one matmul of `[x_t, h]` per step instead of two (cells whose gates add the two).
     `batch_major`: the forward pass writes its outputs `[B, T, H]` in the loop (no transpose after).
-    `use_reference`: run the cell's reference loop instead (where that measured faster)."""
+    `use_reference`: run the cell's reference loop instead (where that measured faster). `native`: evaluate
+    (no gradient) with the native CPU kernel where it is available (`seqjax.fast.native`; LSTM), on at most
+    `native_threads` cores (0: all); `native_head`: also when a `chain`'s head follows the layer (the kernel
+    writes the layer's outputs, which the engine's loop with the head does not)."""
 
     unroll: int = 1
     hoist: bool = False
@@ -39,6 +42,9 @@ class Plan(NamedTuple):
     fuse_xh: bool = False
     batch_major: bool = True
     use_reference: bool = False
+    native: bool = False
+    native_threads: int = 0
+    native_head: bool = False
 
 
 # XLA:CPU allocates one temporary buffer per call; while it stays under glibc's largest mmap threshold
@@ -132,6 +138,25 @@ def huge_pages() -> bool:
     return mode == "madvise" and _glibc_hugetlb(os.environ.get("GLIBC_TUNABLES", "")) == "1"
 
 
+# The native kernel (seqjax.fast.native) against the engine's forward loop, `sj.scan` evaluated, LSTM, ms
+# (interleaved medians, one process; layer / chain(lstm, dense)): B 32 T 50 F 2 H 32 0.30 vs 0.13 / 0.30 vs
+# 0.19; medium 7.8 vs 5.3 / 7.7 vs 4.3; large 61 vs 50 / 61 vs 81; long 39 vs 24 / 41 vs 21; B 256 T 100
+# H 128 18 vs 16 / 19 vs 16; many 92 vs 85 / 64 vs 115; B 5 T 7 F 3 H 20 0.022 vs 0.024-0.036. With a head
+# the engine's loop writes only the head's outputs while the kernel writes the layer's `[B, T, H]` first,
+# fresh memory that costs more than the loop saves past ~20 MB (large 26 MB, many 52 MB). One thread
+# instead of all was slower from the small size up (0.20 vs 0.13 ms at small, 92 vs 50 at large).
+_NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
+_NATIVE_HEAD_BYTES = 20 * 2**20
+
+
+def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) -> dict:
+    """The `native` fields of the CPU plan: the kernel for LSTM layers from `_NATIVE_MACS` per step, and
+    with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`."""
+    if cell != "lstm" or batch * 4 * hidden * (features + hidden) < _NATIVE_MACS:
+        return {}
+    return {"native": True, "native_head": 4 * batch * time * hidden <= _NATIVE_HEAD_BYTES}
+
+
 def fuse_xh(batch: int, features: int, hidden: int, cell: str = "lstm") -> bool:
     """Whether a step's input and recurrent matmuls run as one `[x_t, h] @ [w_x; w_h]` (cells whose gates
     add the two) rather than two; one, except in XLA:CPU's slow window described above `_SPLIT_XH_BATCH`."""
@@ -158,16 +183,17 @@ def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lst
     if backend != "cpu":
         return Plan(unroll=1, hoist=True, custom_vjp=True, chunk=0)  # GPU/TPU: unmeasured here
     fused = fuse_xh(batch, features, hidden, cell)
+    native = native_choice(batch, time, features, hidden, cell)
     # kept arrays, plus the outputs and their gradient, which the backward pass of a layer also holds
     keep_bytes = 4 * batch * time * (KEPT[cell] + 2) * hidden
     if keep_bytes <= _SMALL_BYTES:
         # small GRU: JAX's own scan VJP of the reference loop measured 1.1x faster than this backward pass
-        return Plan(use_reference=True) if cell == "gru" else Plan(chunk=0, fuse_xh=fused)
+        return Plan(use_reference=True) if cell == "gru" else Plan(chunk=0, fuse_xh=fused, **native)
     chunk = chunk_steps(batch, time, features, hidden, cell)
     huge = huge_pages() if huge is None else huge
     if keep_bytes <= (_KEEP_BYTES_HUGE if huge else _KEEP_BYTES):
-        return Plan(chunk=chunk, fuse_xh=fused)  # `dz` for one chunk at a time
+        return Plan(chunk=chunk, fuse_xh=fused, **native)  # `dz` for one chunk at a time
     carried_bytes = 4 * batch * time * hidden * CARRIED.get(cell, 0)
     if cell in CARRIED and batch >= _STEP_CHUNKS_BATCH and carried_bytes <= _KEEP_BYTES_HUGE:
         chunk = 1  # each step's forward again right before its backward
-    return Plan(chunk=chunk, recompute=True, fuse_xh=fused)
+    return Plan(chunk=chunk, recompute=True, fuse_xh=fused, **native)

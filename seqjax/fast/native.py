@@ -1,0 +1,151 @@
+"""The native CPU kernel: an LSTM layer's forward pass over a whole sequence as one XLA FFI custom call.
+
+XLA:CPU runs a loop body's operations one after another on one core, ~0.5 µs each, and a step's small
+matmul there does not use the second core (BENCHMARKS.md, "Why"). `kernels/lstm_cpu.cc` runs every step
+in one call and splits each step over the cores by hidden units (its header says how). It is built on
+first use with the machine's C++ compiler (`CXX`, else `c++`; C++17, `-O3 -march=native`) against the FFI
+headers jaxlib ships, into a cache folder (`SEQJAX_CACHE_DIR`, else `$XDG_CACHE_HOME/seqjax`, else
+`~/.cache/seqjax`) keyed by the source, the compiler, jaxlib and the CPU, and loaded with `ctypes`.
+
+It is a fast path, never a requirement: where it cannot be built (no compiler, another OS) or is switched
+off (`SEQJAX_NATIVE=0`), `available()` is False, `unavailable_reason()` says why, and the LSTM runs the
+engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance. Only evaluation runs
+the kernel; gradients come from the engine's hand-written backward pass. `SEQJAX_NATIVE_THREADS` caps the
+cores it uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
+TARGET = "seqjax_lstm_forward"
+UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
+_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
+_failure: str | None = None
+_registered: list = []  # the library registered with XLA
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept."""
+    if os.environ.get("SEQJAX_CACHE_DIR"):
+        return Path(os.environ["SEQJAX_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seqjax"
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and feature flags (Linux), else the processor name: `-march=native` builds for it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("flags", "Features", "model name"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+def _arch_flag() -> str:
+    return "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
+
+
+def _build(compiler: str) -> Path:
+    """The path of the built library, building it if the cache does not hold it. Raises OSError or
+    subprocess.CalledProcessError (with the compiler's message) when it cannot be built."""
+    flags = _FLAGS + (_arch_flag(),)
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(), jax.ffi.include_dir().encode(),
+                 jaxlib.__version__.encode(),
+                 platform.machine().encode(), _cpu_signature().encode()):
+        key.update(part)
+    path = cache_dir() / f"lstm_cpu-{key.hexdigest()[:16]}.so"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # built aside, then renamed: concurrent builds
+        out = Path(tmp) / path.name
+        subprocess.run([compiler, *flags, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", str(out)],
+                       check=True, capture_output=True, text=True, timeout=300)
+        os.replace(out, path)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> bool:
+    global _failure
+    if os.environ.get("SEQJAX_NATIVE", "1") == "0":
+        _failure = "switched off (SEQJAX_NATIVE=0)"
+        return False
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if not compiler:
+        _failure = "no C++ compiler found (set CXX, or install g++ or clang++)"
+        return False
+    try:
+        library = ctypes.cdll.LoadLibrary(str(_build(compiler)))
+        if not _registered:  # once per process: XLA keeps a target's first registration
+            jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.SeqjaxLstmForward), platform="cpu")
+            _registered.append(library._name)
+    except subprocess.CalledProcessError as e:
+        _failure = f"building {SOURCE.name} with {compiler} failed: {(e.stderr or '').strip()[-2000:]}"
+        return False
+    except (OSError, subprocess.SubprocessError, AttributeError, ValueError) as e:
+        _failure = f"building or loading {SOURCE.name} failed: {e}"
+        return False
+    return True
+
+
+def available() -> bool:
+    """Whether the kernel is built and registered with XLA (building it on the first call, ~10 s)."""
+    return _load()
+
+
+def unavailable_reason() -> str | None:
+    """Why `available()` is False (None when it is True)."""
+    return None if _load() else _failure
+
+
+@functools.lru_cache(maxsize=None)
+def _packed_columns(hidden: int):
+    """`(source, valid)`: the kernel's column `k` of `[.., 4H]` gate columns is column `source[k]` where
+    `valid[k]` (else zero): groups of `UNITS` units, each group's columns `[i, f, g, o]` blocks of `UNITS`."""
+    groups = -(-hidden // UNITS)
+    k = np.arange(groups * 4 * UNITS)
+    gate, unit = (k % (4 * UNITS)) // UNITS, (k // (4 * UNITS)) * UNITS + k % UNITS
+    valid = unit < hidden
+    return np.where(valid, gate * hidden + unit, 0), valid
+
+
+def pack(w_x, w_h, b):
+    """The kernel's weights: `[w_x; w_h]` as `[groups, F + H, 4 * UNITS]` and the bias as
+    `[groups * 4 * UNITS]` (zero columns for the units past `H` of the last group)."""
+    hidden = w_h.shape[0]
+    source, valid = _packed_columns(hidden)
+    w = jnp.where(valid, jnp.concatenate([w_x, w_h], axis=0)[:, source], 0)
+    w = w.reshape(w.shape[0], -1, 4 * UNITS).transpose(1, 0, 2)
+    return w, jnp.where(valid, b[source], 0)
+
+
+def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
+    """`((h, c), ys)` of an LSTM layer (`sj.lstm`'s maths and gate order `[i, f, g, o]`) over `xs_TB
+    [T, B, F]` from the carry `h, c [B, H]`, float32. `ys` is `[B, T, H]` when `batch_major` (written in
+    that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). The kernel must be
+    `available()`."""
+    time, batch, _ = xs_TB.shape
+    hidden = w_h.shape[0]
+    w, bias = pack(w_x, w_h, b)
+    state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
+    ys = jax.ShapeDtypeStruct((batch, time, hidden) if batch_major else (time, batch, hidden), jnp.float32)
+    call = jax.ffi.ffi_call(TARGET, (ys, state, state), vmap_method="sequential")
+    ys, h, c = call(xs_TB, w, bias, h, c, batch_major=batch_major, threads=np.int64(threads))
+    return (h, c), ys
