@@ -357,6 +357,24 @@ def head_variants(problem):
     return out
 
 
+def native_variants(problem):
+    """`sj.scan` of the bench's LSTM layer and of `chain(lstm, dense)`, evaluated: the engine's forward loop
+    against the native CPU kernel (`seqjax.fast.native`) on all cores and on one. Returns the outputs."""
+    cfg = problem.config
+    model, cell, params, xs, _ = _cell_data(cfg, "LSTM")
+    base = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, "lstm")._replace(native=False, native_head=False)
+    out = {}
+    for what, m, p in (("layer", cell, params[0]), ("chain(lstm, dense)", model, params)):
+        for label, plan in (("engine", base), ("native kernel", base._replace(native=True, native_head=True)),
+                            ("native kernel, one thread", base._replace(native=True, native_head=True,
+                                                                        native_threads=1))):
+            with _plan(plan):
+                fn = jax.jit(lambda p, xs, m=m: sj.scan(m, p, m.initial_carry(cfg.batch), xs)[1])
+                fn = fn.lower(p, xs).compile()  # traced under the plan
+            out[f"{what}, {label}"] = lambda fn=fn, p=p, xs=xs: fn(p, xs)
+    return out
+
+
 def blas_variants(problem, steps: int = 200):
     """The per-step matmuls of an LSTM layer (forward `[B, F + H] @ [F + H, 4H]`, backward
     `[B, 4H] @ [4H, H]`), `steps` of them in a chain (each step's input depends on the previous product), by
@@ -678,6 +696,7 @@ VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rol
             "overlap": overlap_variants, "gru_forward": gru_forward_variants, "gru_train": gru_train_variants,
             "chunks": chunk_variants,
             "head": head_variants,
+            "native": native_variants,
             "blas": blas_variants,
             "devices": devices_variants,
             "lanes": lanes_variants}
@@ -724,11 +743,11 @@ def main(argv=None):
 
 def _reference(what, name, first, names):
     """The variant `name` is checked and compared against: the first of its group; in `devices`, the same
-    work on one device; in `chunks`, `head`, `blas` and `lanes`, the first variant of the same cell, matmul
-    or loop."""
+    work on one device; in `chunks`, `head`, `blas`, `lanes` and `native`, the first variant of the same
+    cell, matmul, loop or model."""
     if what == "devices":
         return name.split(", ")[0] + ", one device"
-    if what in ("chunks", "head", "blas", "lanes"):
+    if what in ("chunks", "head", "blas", "lanes", "native"):
         return next(n for n in names if n.split(", ")[0] == name.split(", ")[0])
     return first
 
