@@ -86,8 +86,8 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
     one floating dtype. Input dropout multiplies all steps at once, as the step does.
 
     `native_forward(w, carry, xs_TB, plan) -> (carry, ys_TB)` (float32 only): where the plan says
-    `native` (`native_head` with a head) and `seqjax.fast.native.available()`, evaluation runs it instead of the engine's forward loop
-    (gradients stay the engine's).
+    `native` (`native_head` with a head) and `seqjax.fast.native.available()`, evaluation runs it
+    instead of the engine's forward loop (gradients stay the engine's).
 
     `head` (an `engine.Head`, with its `head_params`; `chain` passes the dense / activation parts that
     follow the layer, without `mask` or `reset`): the outputs are the head's, and evaluated without a

@@ -3,9 +3,9 @@
 Same maths as `sj.lstm`'s step (tests compare them to float32 tolerance): `z = x w_x + h w_h + b`,
 `c' = σ(f) c + σ(i) tanh(g)`, `h' = σ(o) tanh(c')`. The backward pass keeps `i, f, g, o` and `c'`
 (`tanh(c')` is recomputed). Evaluated without a gradient on CPU, the native kernel runs the forward pass
-where the plan chooses it (`seqjax.fast.native`). Used for the default activations (sigmoid, tanh) without `mask`, `reset` or
-recurrent dropout; other calls run the reference loop. Forward-mode autodiff (`jax.jvp`) does not pass
-the custom VJP: use `sj.lstm(H)._replace(sequence=None)` for it.
+where the plan chooses it (`seqjax.fast.native`). Used for the default activations (sigmoid, tanh)
+without `mask`, `reset` or recurrent dropout; other calls run the reference loop. Forward-mode autodiff
+(`jax.jvp`) does not pass the custom VJP: use `sj.lstm(H)._replace(sequence=None)` for it.
 """
 
 from __future__ import annotations

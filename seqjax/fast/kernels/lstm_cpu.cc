@@ -97,9 +97,9 @@ class Pool {
   }
   int max_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // f(id, n) for id in 0..n-1, f(0, n) on the caller; returns when all have returned. One call at a time gets the workers:
-  // a call made while another runs (two computations executing at once) runs f(0) alone, with n = 1.
-  // Returns the n used.
+  // f(id, n) for id in 0..n-1, f(0, n) on the caller; returns when all have returned. One call at a time
+  // gets the workers: a call made while another runs (two computations executing at once) runs f(0, 1)
+  // alone. Returns the n used.
   int run(int n, const std::function<void(int, int)>& f) {
     n = std::min(n, max_threads());
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
