@@ -139,8 +139,10 @@ def pack(w_x, w_h, b):
 def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
     """`((h, c), ys)` of an LSTM layer (`sj.lstm`'s maths and gate order `[i, f, g, o]`) over `xs_TB
     [T, B, F]` from the carry `h, c [B, H]`, float32. `ys` is `[B, T, H]` when `batch_major` (written in
-    that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). The kernel must be
-    `available()`."""
+    that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). Builds and registers
+    the kernel on first use; raises RuntimeError (with the reason) where it is not `available()`."""
+    if not available():
+        raise RuntimeError(f"seqjax.fast.native.lstm_forward: the native kernel is unavailable: {_failure}")
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
     w, bias = pack(w_x, w_h, b)
