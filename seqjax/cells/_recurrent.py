@@ -58,7 +58,6 @@ def recurrent_options(name, hidden_size, blocks, *, activation, recurrent_activa
     )
 
 
-
 def default_initializers():
     """Keras's defaults: Glorot-uniform input kernel, orthogonal recurrent kernel, zero bias."""
     init = jax.nn.initializers

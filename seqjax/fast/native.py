@@ -35,7 +35,6 @@ SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
 TARGET = "seqjax_lstm_forward"
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
-_failure: str | None = None
 _registered: list = []  # the library registered with XLA
 
 
@@ -82,37 +81,33 @@ def _build(compiler: str) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _load() -> bool:
-    global _failure
+def _load() -> str | None:
+    """Builds, loads and registers the kernel once per process: None, or why it is unavailable."""
     if os.environ.get("SEQJAX_NATIVE", "1") == "0":
-        _failure = "switched off (SEQJAX_NATIVE=0)"
-        return False
+        return "switched off (SEQJAX_NATIVE=0)"
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if not compiler:
-        _failure = "no C++ compiler found (set CXX, or install g++ or clang++)"
-        return False
+        return "no C++ compiler found (set CXX, or install g++ or clang++)"
     try:
         library = ctypes.cdll.LoadLibrary(str(_build(compiler)))
         if not _registered:  # once per process: XLA keeps a target's first registration
             jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.SeqjaxLstmForward), platform="cpu")
             _registered.append(library._name)
     except subprocess.CalledProcessError as e:
-        _failure = f"building {SOURCE.name} with {compiler} failed: {(e.stderr or '').strip()[-2000:]}"
-        return False
+        return f"building {SOURCE.name} with {compiler} failed: {(e.stderr or '').strip()[-2000:]}"
     except (OSError, subprocess.SubprocessError, AttributeError, ValueError) as e:
-        _failure = f"building or loading {SOURCE.name} failed: {e}"
-        return False
-    return True
+        return f"building or loading {SOURCE.name} failed: {e}"
+    return None
 
 
 def available() -> bool:
-    """Whether the kernel is built and registered with XLA (building it on the first call, ~10 s)."""
-    return _load()
+    """Whether the kernel is built and registered with XLA (building it on the first call, ~5 s)."""
+    return _load() is None
 
 
 def unavailable_reason() -> str | None:
     """Why `available()` is False (None when it is True)."""
-    return None if _load() else _failure
+    return _load()
 
 
 @functools.lru_cache(maxsize=None)
@@ -142,7 +137,7 @@ def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads:
     that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). Builds and registers
     the kernel on first use; raises RuntimeError (with the reason) where it is not `available()`."""
     if not available():
-        raise RuntimeError(f"seqjax.fast.native.lstm_forward: the native kernel is unavailable: {_failure}")
+        raise RuntimeError(f"seqjax.fast.native.lstm_forward: the native kernel is unavailable: {_load()}")
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
     w, bias = pack(w_x, w_h, b)

@@ -12,13 +12,13 @@
 // code uses GCC/Clang vector extensions (16 float lanes), which the compiler maps to AVX-512, AVX2 or NEON.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
-#include <chrono>
-#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -99,13 +99,13 @@ class Pool {
 
   // f(id, n) for id in 0..n-1, f(0, n) on the caller; returns when all have returned. One call at a time
   // gets the workers: a call made while another runs (two computations executing at once) runs f(0, 1)
-  // alone. Returns the n used.
-  int run(int n, const std::function<void(int, int)>& f) {
+  // alone.
+  void run(int n, const std::function<void(int, int)>& f) {
     n = std::min(n, max_threads());
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (n <= 1 || !busy.owns_lock()) {
       f(0, 1);
-      return 1;
+      return;
     }
     {
       std::lock_guard<std::mutex> lock(m_);
@@ -117,7 +117,6 @@ class Pool {
     cv_.notify_all();
     f(0, n);
     while (remaining_.load(std::memory_order_acquire) != 0) cpu_relax();
-    return n;
   }
 
  private:
