@@ -6,6 +6,7 @@
     python -m benchmarks.attempts --config many --what head
     python -m benchmarks.attempts --config medium --what devices
     python -m benchmarks.attempts --config medium --what lanes
+    python -m benchmarks.attempts --config medium --what native,native_train
     python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
 Within a group every variant computes the same function (every group but train: the outputs are
@@ -375,6 +376,21 @@ def native_variants(problem):
     return out
 
 
+def native_train_variants(problem):
+    """LSTM train step (the bench's `chain(lstm, dense)` + MSE + Adam): the engine's forward and backward
+    passes (the plan `plan_for` picks, kernel off) against the native CPU kernels' (`seqjax.fast.native`);
+    each twice, so the spread between identical contenders shows. Returns the updated parameters, flattened
+    (the two differ in float32 rounding only)."""
+    cfg = problem.config
+    model, _, params, xs, targets = _cell_data(cfg, "LSTM")
+    optimizer = optax.adam(1e-3)
+    state = optimizer.init(params)
+    base = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, "lstm")._replace(native_train=False)
+    plans = {"engine": base, "native kernels": base._replace(native_train=True)}
+    return {f"{label} ({copy})": _compiled_flat_step(model, optimizer, params, state, xs, targets, plan)
+            for copy in ("A", "B") for label, plan in plans.items()}
+
+
 def blas_variants(problem, steps: int = 200):
     """The per-step matmuls of an LSTM layer (forward `[B, F + H] @ [F + H, 4H]`, backward
     `[B, 4H] @ [4H, H]`), `steps` of them in a chain (each step's input depends on the previous product), by
@@ -697,6 +713,7 @@ VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rol
             "chunks": chunk_variants,
             "head": head_variants,
             "native": native_variants,
+            "native_train": native_train_variants,
             "blas": blas_variants,
             "devices": devices_variants,
             "lanes": lanes_variants}
@@ -727,7 +744,7 @@ def main(argv=None):
     for what in whats:
         fns = VARIANTS[what](problem)
         first = next(iter(fns))
-        if what != "train":  # train: the variants' Adam steps differ in float32 rounding only
+        if what not in ("train", "native_train"):  # train: the Adam steps differ in float32 rounding only
             for name, fn in fns.items():
                 ref = _reference(what, name, first, fns)
                 np.testing.assert_allclose(np.asarray(fn()), np.asarray(fns[ref]()), atol=5e-4, rtol=1e-3,

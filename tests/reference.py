@@ -61,6 +61,39 @@ def run_lstm(p, xs_BTF, h=None, c=None, mask_BT=None, mm=np.matmul):
     return np.stack(ys, 1), h, c
 
 
+def lstm_backward(p, xs_BTF, h0, c0, dys_BTH, dh, dc):
+    """Backpropagation through time of `run_lstm` (no mask), from the gradients of its outputs `dys_BTH`
+    and of its final `h, c` (`dh, dc`): `(grads {w_x, w_h, b}, dh0, dc0, dxs_BTF)`, float64."""
+    p = np64(p)
+    xs = np.asarray(xs_BTF, np.float64)
+    B, T, _ = xs.shape
+    H = p["w_h"].shape[0]
+    hs, cs = [np.asarray(h0, np.float64)], [np.asarray(c0, np.float64)]
+    gates = []
+    for t in range(T):  # forward, keeping every step's gates and carry
+        z = xs[:, t] @ p["w_x"] + hs[-1] @ p["w_h"] + p["b"]
+        i, f, g, o = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
+        cs.append(f * cs[-1] + i * g)
+        hs.append(o * np.tanh(cs[-1]))
+        gates.append((i, f, g, o))
+    grads = {k: np.zeros_like(v) for k, v in p.items()}
+    dxs = np.zeros_like(xs)
+    dh, dc = np.asarray(dh, np.float64), np.asarray(dc, np.float64)
+    for t in reversed(range(T)):
+        i, f, g, o = gates[t]
+        dh = dh + np.asarray(dys_BTH[:, t], np.float64)
+        tc = np.tanh(cs[t + 1])
+        dc = dc + dh * o * (1 - tc ** 2)
+        dz = np.concatenate([dc * g * i * (1 - i), dc * cs[t] * f * (1 - f), dc * i * (1 - g ** 2),
+                             dh * tc * o * (1 - o)], axis=1)
+        grads["w_x"] += xs[:, t].T @ dz
+        grads["w_h"] += hs[t].T @ dz
+        grads["b"] += dz.sum(0)
+        dxs[:, t] = dz @ p["w_x"].T
+        dh, dc = dz @ p["w_h"].T, dc * f
+    return grads, dh, dc, dxs
+
+
 def run_gru(p, xs_BTF, h=None, reset_after=True, mask_BT=None, mm=np.matmul):
     p = np64(p)
     B, T, _ = xs_BTF.shape

@@ -1,8 +1,9 @@
-"""The native CPU kernel (`seqjax.fast.native`): numbers, dispatch, gradients and the build's failure modes.
+"""The native CPU kernels (`seqjax.fast.native`): numbers, dispatch, gradients and the build's failure modes.
 
-The kernel is compared with the float64 NumPy LSTM of `reference.py` and with the reference loop over
-`step`, at sizes that exercise its edges: batches that are not a multiple of its 6-row tiles, hidden sizes
-that are not a multiple of its 16-unit groups (and smaller than one), one step, one input feature.
+The kernels are compared with the float64 NumPy LSTM of `reference.py` (forward, and backpropagation
+through time) and with the reference loop over `step`, at sizes that exercise their edges: batches that
+are not a multiple of the 6-row tiles, hidden sizes that are not a multiple of the 16-unit groups (and
+smaller than one), input features past one 16-lane vector, one step, one input feature.
 """
 
 import jax
@@ -18,6 +19,7 @@ from seqjax.fast import plan as plan_module
 from seqjax.fast.plan import Plan
 
 NATIVE = Plan(native=True, native_head=True)
+NATIVE_TRAIN = Plan(native=True, native_head=True, native_train=True)
 
 
 def _inputs(b, t, f, h, seed=0):
@@ -33,7 +35,11 @@ def _carry(cell, h0, c0):
 
 
 def _reference_loss(cell, params, carry, xs):
-    new_carry, ys = sj.scan(cell, params, carry, xs)
+    return _reference_loss_of(*sj.scan(cell, params, carry, xs)[::-1])
+
+
+def _reference_loss_of(ys, new_carry):
+    """A loss that weighs every output and the final carry differently (so no gradient is symmetric)."""
     w = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
     return jnp.sum(w * ys) + jnp.sum(jnp.cos(new_carry.h)) + jnp.sum(jnp.sin(new_carry.c))
 
@@ -66,6 +72,150 @@ def test_one_thread_and_all_give_the_same_bits():
             for n in (0, 1)]
     for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("b, t, f, h", [(7, 9, 3, 5), (13, 4, 2, 37), (6, 1, 17, 32), (20, 6, 3, 48)])
+@pytest.mark.parametrize("batch_major", [True, False])
+@pytest.mark.parametrize("threads", [0, 1])
+def test_backward_kernel_matches_float64_numpy(b, t, f, h, batch_major, threads):
+    """`lstm_forward_train` then `lstm_backward` against backpropagation through time in float64 NumPy: the
+    weight, bias, initial-carry and input gradients, from output and final-carry gradients."""
+    params, xs, h0, c0 = _inputs(b, t, f, h)
+    rng = np.random.default_rng(7)
+    dys = jnp.asarray(rng.normal(size=(b, t, h)), jnp.float32)
+    dh, dc = (jnp.asarray(rng.normal(size=(b, h)), jnp.float32) for _ in range(2))
+
+    @jax.jit
+    def run(p, h0, c0, xs, dys, dh, dc):
+        xs_TB = jnp.swapaxes(xs, 0, 1)
+        args = (p["w_x"], p["w_h"], p["b"], h0, c0, xs_TB)
+        (h_k, c_k), ys, cs = native.lstm_forward_train(*args, batch_major=batch_major, threads=threads)
+        d = dys if batch_major else jnp.swapaxes(dys, 0, 1)
+        grads, d_carry, dxs = native.lstm_backward(*args, ys, cs, d, dh, dc, batch_major=batch_major,
+                                                   threads=threads)
+        return (h_k, c_k), ys, grads, d_carry, jnp.swapaxes(dxs, 0, 1)
+
+    (h_k, c_k), ys, (dw_x, dw_h, db), (dh0, dc0), dxs = run(params, h0, c0, xs, dys, dh, dc)
+    ys_ref, h_ref, c_ref = ref.run_lstm(params, np.asarray(xs), h0, c0)
+    np.testing.assert_allclose(ys if batch_major else np.swapaxes(ys, 0, 1), ys_ref, atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(c_k, c_ref, atol=4e-6, rtol=1e-5)
+    g, dh0_ref, dc0_ref, dxs_ref = ref.lstm_backward(params, np.asarray(xs), h0, c0, dys, dh, dc)
+    for got, want in ((dw_x, g["w_x"]), (dw_h, g["w_h"]), (db, g["b"]), (dh0, dh0_ref), (dc0, dc0_ref),
+                      (dxs, dxs_ref)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, np.abs(want).max()), rtol=1e-4)
+
+
+def test_backward_on_one_thread_and_all_gives_the_same_bits():
+    params, xs, h0, c0 = _inputs(9, 8, 3, 40)  # three groups: split unevenly over two threads
+    args = (params["w_x"], params["w_h"], params["b"], h0, c0, jnp.swapaxes(xs, 0, 1))
+    dys = jnp.asarray(np.random.default_rng(8).normal(size=(9, 8, 40)), jnp.float32)
+
+    def run(n):
+        _, ys, cs = native.lstm_forward_train(*args, threads=n)
+        return native.lstm_backward(*args, ys, cs, dys, h0, c0, threads=n)
+
+    for a, b in zip(jax.tree.leaves(jax.jit(lambda: run(0))()), jax.tree.leaves(jax.jit(lambda: run(1))())):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("plan", [NATIVE_TRAIN, Plan(native_train=True)], ids=["evaluated too", "gradient only"])
+def test_gradients_run_the_training_kernels(plan, monkeypatch):
+    """With `native_train`, `jax.grad` through `sj.scan` runs the forward-train and backward kernels (and
+    evaluation the kernel or the engine as `native` says), with the reference loop's gradients."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: plan)
+    cell = sj.lstm(21)
+    params, xs, h0, c0 = _inputs(5, 8, 3, 21)
+    carry = _carry(cell, h0, c0)
+    evaluate = jax.jit(lambda p, c, x: sj.scan(cell, p, c, x))
+    assert (native.TARGET in evaluate.lower(params, carry, xs).as_text()) == plan.native
+    grad = jax.jit(jax.grad(lambda p, c, x: _reference_loss(cell, p, c, x), argnums=(0, 1, 2)))
+    text = grad.lower(params, carry, xs).as_text()
+    assert native.TARGET_TRAIN in text and native.TARGET_BACKWARD in text
+    np.testing.assert_allclose(evaluate(params, carry, xs)[1], ref.run_lstm(params, np.asarray(xs), h0, c0)[0],
+                               atol=2e-6, rtol=1e-5)
+    reference = cell._replace(sequence=None)
+    g_ref = jax.grad(lambda p, c, x: _reference_loss(reference, p, c, x), argnums=(0, 1, 2))(params, carry, xs)
+    for a, b in zip(jax.tree.leaves(grad(params, carry, xs)), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_train_step_of_a_chain_on_the_training_kernels(monkeypatch):
+    """`chain(lstm, dense)`'s MSE gradient (the head's VJP feeds the layer's backward kernel, outputs kept
+    `[T, B, H]`) and a stacked `chain(lstm, lstm, dense)` (the upper layer's input gradient reaches the lower
+    layer) equal the reference loops'."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: NATIVE_TRAIN)
+    rng = np.random.default_rng(9)
+    xs = jnp.asarray(rng.normal(size=(6, 11, 3)), jnp.float32)
+    targets = jnp.asarray(rng.normal(size=(6, 11, 2)), jnp.float32)
+    for parts in ((sj.lstm(18), sj.dense(2)), (sj.lstm(18), sj.lstm(23), sj.dense(2))):
+        model = sj.chain(*parts)
+        params = model.init(jax.random.key(4), 3)
+
+        def loss(p, m):
+            return jnp.mean((sj.scan(m, p, m.initial_carry(6), xs)[1] - targets) ** 2)
+
+        grad = jax.jit(jax.grad(lambda p: loss(p, model)))
+        text = grad.lower(params).as_text()
+        assert text.count(native.TARGET_BACKWARD) == len(parts) - 1
+        reference = sj.chain(*(part._replace(sequence=None) for part in parts))
+        g_ref = jax.grad(lambda p: loss(p, reference))(params)
+        for a, b in zip(jax.tree.leaves(grad(params)), jax.tree.leaves(g_ref)):
+            np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_gradient_of_a_sequence_in_chunks_equals_the_whole(monkeypatch):
+    """Two calls with the carry passed on, differentiated through the training kernels: the gradients of
+    the whole sequence's (the carry's gradient crosses from the second call's backward to the first's)."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: NATIVE_TRAIN)
+    cell = sj.lstm(19)
+    params, xs, h0, c0 = _inputs(7, 12, 2, 19)
+
+    def loss(p, x, split):
+        carry, parts = _carry(cell, h0, c0), []
+        for lo, hi in ((0, split), (split, 12)) if split else ((0, 12),):
+            carry, ys = sj.scan(cell, p, carry, x[:, lo:hi])
+            parts.append(ys)
+        return _reference_loss_of(jnp.concatenate(parts, axis=1), carry)
+
+    whole = jax.jit(jax.grad(lambda p, x: loss(p, x, 0), argnums=(0, 1)))(params, xs)
+    chunked = jax.jit(jax.grad(lambda p, x: loss(p, x, 5), argnums=(0, 1)))(params, xs)
+    for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_under_remat_on_the_training_kernels(monkeypatch):
+    """`sj.scan(..., remat=K)` (checkpointed chunks; each chunk's kernels run again in the backward pass):
+    the gradients of the plain call."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: NATIVE_TRAIN)
+    cell = sj.lstm(19)
+    params, xs, h0, c0 = _inputs(7, 12, 2, 19)
+
+    def loss(p, x, remat):
+        return _reference_loss_of(*sj.scan(cell, p, _carry(cell, h0, c0), x, remat=remat)[::-1])
+
+    grad = jax.jit(jax.grad(lambda p, x: loss(p, x, 5), argnums=(0, 1)))
+    assert native.TARGET_BACKWARD in grad.lower(params, xs).as_text()
+    plain = jax.jit(jax.grad(lambda p, x: loss(p, x, None), argnums=(0, 1)))(params, xs)
+    for a, b in zip(jax.tree.leaves(grad(params, xs)), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_vmap_of_a_gradient_on_the_training_kernels(monkeypatch):
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: NATIVE_TRAIN)
+    cell = sj.lstm(17)
+    params, _, _, _ = _inputs(1, 1, 3, 17)
+    xs = jnp.asarray(np.random.default_rng(5).normal(size=(3, 4, 6, 3)), jnp.float32)  # 3 groups of batch 4
+
+    def loss(p, x, c):
+        return jnp.sum(jnp.sin(sj.scan(c, p, c.initial_carry(4), x)[1]))
+
+    grads = jax.jit(jax.vmap(jax.grad(lambda p, x: loss(p, x, cell)), in_axes=(None, 0)))(params, xs)
+    reference = cell._replace(sequence=None)
+    for k in range(3):
+        g_ref = jax.grad(lambda p: loss(p, xs[k], reference))(params)
+        for name in params:
+            np.testing.assert_allclose(grads[name][k], g_ref[name], atol=1e-5, rtol=1e-4)
 
 
 def test_scan_evaluates_with_the_kernel_and_differentiates_with_the_engine(monkeypatch):
@@ -158,6 +308,9 @@ def test_plan_chooses_the_kernel_where_it_was_measured_faster():
     assert not choose(5, 7, 3, 20).native  # per-call overhead above the work
     assert choose(64, 100, 8, 128).native_head and choose(16, 2000, 8, 128).native_head
     assert not choose(128, 200, 32, 256).native_head and not choose(1024, 100, 8, 128).native_head
+    assert all(choose(*size).native_train for size in [(32, 50, 2, 32), (64, 100, 8, 128), (128, 200, 32, 256),
+                                                       (16, 2000, 8, 128), (1024, 50, 8, 128)])
+    assert not choose(8, 10_000, 8, 256).native_train  # past the memory it may keep: the engine's chunked plans
     assert not plan_module.plan_for(64, 100, 8, 128, "lstm", backend="gpu").native
 
 
@@ -179,3 +332,15 @@ def test_an_unbuildable_kernel_says_why(env, reason, monkeypatch):
         monkeypatch.setenv(k, v)
     assert not native.available()
     assert reason in native.unavailable_reason()
+
+
+@pytest.mark.usefixtures("fresh_load")
+def test_calling_an_unavailable_kernel_raises_with_the_reason(monkeypatch):
+    monkeypatch.setenv("SEQJAX_NATIVE", "0")
+    params, xs, h0, c0 = _inputs(3, 4, 2, 5)
+    args = (params["w_x"], params["w_h"], params["b"], h0, c0, jnp.swapaxes(xs, 0, 1))
+    for call, target in ((lambda: native.lstm_forward(*args), native.TARGET),
+                         (lambda: native.lstm_forward_train(*args), native.TARGET_TRAIN),
+                         (lambda: native.lstm_backward(*args, xs, xs, xs, h0, c0), native.TARGET_BACKWARD)):
+        with pytest.raises(RuntimeError, match=f"{target} is unavailable: switched off"):
+            call()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,30 +54,66 @@ def _loop(maths: engine.Gated, plan, head=None):
     return engine.sequence(maths, plan, head)
 
 
+class NativeLayer(NamedTuple):
+    """A cell's native CPU kernels, float32 (`seqjax.fast.native`):
+
+    - `forward(w, carry, xs_TB, plan, batch_major) -> (carry, ys_TB)`: evaluation;
+    - `train(w, carry, xs_TB, plan, batch_major) -> ((carry, ys_TB), saved)`: the forward pass of a gradient;
+    - `backward(saved, d_carry, dys_TB, plan) -> (g, d_carry, dxs_TB)`: its backward pass (`g`: `engine.Weights`).
+
+    `batch_major`: the kernels keep the outputs `[B, T, H]` (`ys_TB` their transpose, which `scan`'s
+    transpose back cancels), else `[T, B, H]` (for a head, which takes them so).
+    """
+
+    forward: Callable
+    train: Callable
+    backward: Callable
+
+
 @functools.lru_cache(maxsize=None)
-def _native_loop(maths: engine.Gated, plan, native_forward, head=None):
-    """The engine's loop (same arguments and results) evaluated by `native_forward(w, carry, xs_TB, plan)
-    -> (carry, ys_TB)`; its gradient is the engine's (custom VJP: forward and backward pass of `_loop`)."""
-    differentiable = _loop(maths, plan, head)
+def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
+    """The engine's loop (same arguments and results) with `layer`'s kernels where the plan says: evaluation
+    on `layer.forward` (`plan.native`, or `plan.native_head` with a head, else the engine's loop), gradients
+    from `layer.train` and `layer.backward` (`plan.native_train`, else the engine's forward and backward
+    passes). With a head, the head runs over all steps after the layer, and its VJP before the layer's."""
+    engine_loop = _loop(maths, plan, head)
+    on_kernel = plan.native_head if head is not None else plan.native
 
     if head is None:
         def evaluate(w, carry, xs_TB):
-            return native_forward(w, carry, xs_TB, plan)
+            return layer.forward(w, carry, xs_TB, plan, True) if on_kernel else engine_loop(w, carry, xs_TB)
     else:
         def evaluate(w, head_params, carry, xs_TB):
-            new_carry, ys_TB = native_forward(w, carry, xs_TB, plan)
+            if not on_kernel:
+                return engine_loop(w, head_params, carry, xs_TB)
+            new_carry, ys_TB = layer.forward(w, carry, xs_TB, plan, False)
             return new_carry, head.sequence(head_params, ys_TB)
 
-    def fwd(*args):
-        return jax.vjp(differentiable, *args)
-
     fn = jax.custom_vjp(evaluate)
-    fn.defvjp(fwd, lambda vjp, cotangents: vjp(cotangents))
+    if not plan.native_train:
+        fn.defvjp(lambda *args: jax.vjp(engine_loop, *args), lambda vjp, cotangents: vjp(cotangents))
+    elif head is None:
+        fn.defvjp(lambda w, carry, xs_TB: layer.train(w, carry, xs_TB, plan, True),
+                  lambda saved, cotangents: layer.backward(saved, *cotangents, plan))
+    else:
+        def fwd_head(w, head_params, carry, xs_TB):
+            (new_carry, ys_TB), saved = layer.train(w, carry, xs_TB, plan, False)
+            out, head_vjp = jax.vjp(head.sequence, head_params, ys_TB)
+            return (new_carry, out), (saved, head_vjp)
+
+        def bwd_head(saved_head, cotangents):
+            saved, head_vjp = saved_head
+            d_carry, d_out = cotangents
+            d_head, dys_TB = head_vjp(d_out)
+            g, d_carry, dxs = layer.backward(saved, d_carry, dys_TB, plan)
+            return g, d_head, d_carry, dxs
+
+        fn.defvjp(fwd_head, bwd_head)
     return fn
 
 
 def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: bool, param_names: tuple,
-                  carry_type, matmul_dtype=None, native_forward=None):
+                  carry_type, matmul_dtype=None, native_layer: NativeLayer | None = None):
     """A `Cell.sequence` running `maths` through `seqjax.fast.engine` with the plan `plan_for` picks.
 
     `param_names`: the params holding `(w_x, w_h, b_x[, b_h])`. `matmul_dtype` (mixed precision, as the
@@ -85,9 +122,9 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
     `maths`, with `mask`/`reset`, with recurrent dropout, or when params, carry and inputs are not all of
     one floating dtype. Input dropout multiplies all steps at once, as the step does.
 
-    `native_forward(w, carry, xs_TB, plan) -> (carry, ys_TB)` (float32 only): where the plan says
-    `native` (`native_head` with a head) and `seqjax.fast.native.available()`, evaluation runs it
-    instead of the engine's forward loop (gradients stay the engine's).
+    `native_layer` (float32 only, where `seqjax.fast.native.available()`): evaluation runs its forward
+    kernel where the plan says `native` (`native_head` with a head), gradients its training kernels where
+    it says `native_train`, instead of the engine's loops.
 
     `head` (an `engine.Head`, with its `head_params`; `chain` passes the dense / activation parts that
     follow the layer, without `mask` or `reset`): the outputs are the head's, and evaluated without a
@@ -126,10 +163,10 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         if matmul_dtype is not None:
             w = w._replace(w_x=w.w_x.astype(matmul_dtype), w_h=w.w_h.astype(matmul_dtype))
         loop = _loop(maths, plan, head)
-        if ((plan.native_head if head is not None else plan.native) and native_forward is not None
-                and matmul_dtype is None
+        if (((plan.native_head if head is not None else plan.native) or plan.native_train)
+                and native_layer is not None and matmul_dtype is None
                 and next(iter(dtypes)) == jnp.float32 and native.available()):
-            loop = _native_loop(maths, plan, native_forward, head)
+            loop = _native_loop(maths, plan, native_layer, head)
         if head is None:
             new_carry, ys_TB = loop(w, tuple(carry), inputs)
         else:

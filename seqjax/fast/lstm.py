@@ -2,10 +2,11 @@
 
 Same maths as `sj.lstm`'s step (tests compare them to float32 tolerance): `z = x w_x + h w_h + b`,
 `c' = σ(f) c + σ(i) tanh(g)`, `h' = σ(o) tanh(c')`. The backward pass keeps `i, f, g, o` and `c'`
-(`tanh(c')` is recomputed). Evaluated without a gradient on CPU, the native kernel runs the forward pass
-where the plan chooses it (`seqjax.fast.native`). Used for the default activations (sigmoid, tanh)
-without `mask`, `reset` or recurrent dropout; other calls run the reference loop. Forward-mode autodiff
-(`jax.jvp`) does not pass the custom VJP: use `sj.lstm(H)._replace(sequence=None)` for it.
+(`tanh(c')` is recomputed). On CPU the native kernels (`seqjax.fast.native`) run the forward pass and,
+under a gradient, the forward and backward passes, where the plan chooses them. Used for the default
+activations (sigmoid, tanh) without `mask`, `reset` or recurrent dropout; other calls run the reference
+loop. Forward-mode autodiff (`jax.jvp`) does not pass the custom VJP: use `sj.lstm(H)._replace(sequence=None)`
+for it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.fast import native
-from seqjax.fast._common import fast_sequence
-from seqjax.fast.engine import Gated
+from seqjax.fast._common import NativeLayer, fast_sequence
+from seqjax.fast.engine import Gated, Weights
 
 
 def _step(w, carry, z, keep):
@@ -40,15 +41,37 @@ def _backward(w, carry_prev, carry_new, res, d_carry):
 LSTM = Gated("lstm", True, 6, _step, _backward)
 
 
-def _native_forward(w, carry, xs_TB, plan):
-    """The forward pass on the native CPU kernel (`seqjax.fast.native`): its outputs are written `[B, T, H]`,
-    and `ys_TB` is their transpose, which `scan`'s transpose back cancels."""
-    new_carry, ys_BTH = native.lstm_forward(w.w_x, w.w_h, w.b_x, *carry, xs_TB, threads=plan.native_threads)
-    return new_carry, jnp.swapaxes(ys_BTH, 0, 1)
+def _native_forward(w, carry, xs_TB, plan, batch_major=True):
+    """The forward pass on the native CPU kernel (`seqjax.fast.native`). `batch_major`: its outputs are
+    written `[B, T, H]` and `ys_TB` is their transpose, which `scan`'s transpose back cancels (else
+    written `[T, B, H]`: for a head, which takes them so)."""
+    new_carry, ys = native.lstm_forward(w.w_x, w.w_h, w.b_x, *carry, xs_TB, batch_major=batch_major,
+                                        threads=plan.native_threads)
+    return new_carry, jnp.swapaxes(ys, 0, 1) if batch_major else ys
+
+
+def _native_train(w, carry, xs_TB, plan, batch_major=True):
+    """`_native_forward` keeping what `_native_backward` needs: the outputs and every step's `c`."""
+    new_carry, ys, cs = native.lstm_forward_train(w.w_x, w.w_h, w.b_x, *carry, xs_TB, batch_major=batch_major,
+                                                  threads=plan.native_threads)
+    ys_TB = jnp.swapaxes(ys, 0, 1) if batch_major else ys
+    return (new_carry, ys_TB), (w, tuple(carry), xs_TB, ys, cs, batch_major)
+
+
+def _native_backward(saved, d_carry, dys_TB, plan):
+    """The gradients of `_native_train` on the native backward kernel: `(Weights, (dh0, dc0), dxs_TB)`."""
+    w, carry, xs_TB, ys, cs, batch_major = saved
+    dys = jnp.swapaxes(dys_TB, 0, 1) if batch_major else dys_TB
+    (dw_x, dw_h, db), d_carry, dxs = native.lstm_backward(w.w_x, w.w_h, w.b_x, *carry, xs_TB, ys, cs, dys, *d_carry,
+                                                          batch_major=batch_major, threads=plan.native_threads)
+    return Weights(dw_x, dw_h, db, None), d_carry, dxs
+
+
+NATIVE = NativeLayer(_native_forward, _native_train, _native_backward)
 
 
 def lstm_sequence(step, initial_carry, *, activation, recurrent_activation, carry_type, matmul_dtype=None):
     """The fast `sequence` of an LSTM cell built from its `step` (the reference it falls back to)."""
     return fast_sequence(step, initial_carry, LSTM, param_names=("w_x", "w_h", "b"), carry_type=carry_type,
                          maths_supported=activation is jnp.tanh and recurrent_activation is jax.nn.sigmoid,
-                         matmul_dtype=matmul_dtype, native_forward=_native_forward)
+                         matmul_dtype=matmul_dtype, native_layer=NATIVE)

@@ -1,4 +1,5 @@
-"""The native CPU kernel: an LSTM layer's forward pass over a whole sequence as one XLA FFI custom call.
+"""The native CPU kernels: an LSTM layer's forward and backward passes over a whole sequence, each one XLA FFI
+custom call.
 
 XLA:CPU runs a loop body's operations one after another on one core, ~0.5 µs each, and a step's small
 matmul there does not use the second core (BENCHMARKS.md, "Why"). `kernels/lstm_cpu.cc` runs every step
@@ -9,9 +10,9 @@ headers jaxlib ships, into a cache folder (`SEQJAX_CACHE_DIR`, else `$XDG_CACHE_
 
 It is a fast path, never a requirement: where it cannot be built (no compiler, another OS) or is switched
 off (`SEQJAX_NATIVE=0`), `available()` is False, `unavailable_reason()` says why, and the LSTM runs the
-engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance. Only evaluation runs
-the kernel; gradients come from the engine's hand-written backward pass. `SEQJAX_NATIVE_THREADS` caps the
-cores it uses.
+engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance. Evaluation runs
+`lstm_forward`; training runs `lstm_forward_train` (which also keeps every step's `c`) and `lstm_backward`
+(which recomputes each step's gates from the kept outputs). `SEQJAX_NATIVE_THREADS` caps the cores they use.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ import numpy as np
 
 SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
 TARGET = "seqjax_lstm_forward"
+TARGET_TRAIN = "seqjax_lstm_forward_train"
+TARGET_BACKWARD = "seqjax_lstm_backward"
+_SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
+            TARGET_BACKWARD: "SeqjaxLstmBackward"}
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
 _registered: list = []  # the library registered with XLA
@@ -91,7 +96,8 @@ def _load() -> str | None:
     try:
         library = ctypes.cdll.LoadLibrary(str(_build(compiler)))
         if not _registered:  # once per process: XLA keeps a target's first registration
-            jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.SeqjaxLstmForward), platform="cpu")
+            for target, symbol in _SYMBOLS.items():
+                jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
             _registered.append(library._name)
     except subprocess.CalledProcessError as e:
         return f"building {SOURCE.name} with {compiler} failed: {(e.stderr or '').strip()[-2000:]}"
@@ -131,18 +137,63 @@ def pack(w_x, w_h, b):
     return w, jnp.where(valid, b[source], 0)
 
 
-def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
-    """`((h, c), ys)` of an LSTM layer (`sj.lstm`'s maths and gate order `[i, f, g, o]`) over `xs_TB
-    [T, B, F]` from the carry `h, c [B, H]`, float32. `ys` is `[B, T, H]` when `batch_major` (written in
-    that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). Builds and registers
-    the kernel on first use; raises RuntimeError (with the reason) where it is not `available()`."""
+def _require(target: str):
+    """Raises RuntimeError (with the reason) where the kernels are not `available()`."""
     if not available():
-        raise RuntimeError(f"seqjax.fast.native.lstm_forward: the native kernel is unavailable: {_load()}")
+        raise RuntimeError(f"seqjax.fast.native: the native kernel {target} is unavailable: {_load()}")
+
+
+def _forward(target: str, w_x, w_h, b, h, c, xs_TB, batch_major: bool, threads: int):
+    """The forward kernel `target`'s outputs: `ys`, every step's `c` (the training kernel), the final `h, c`."""
+    _require(target)
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
     w, bias = pack(w_x, w_h, b)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, time, hidden) if batch_major else (time, batch, hidden), jnp.float32)
-    call = jax.ffi.ffi_call(TARGET, (ys, state, state), vmap_method="sequential")
-    ys, h, c = call(xs_TB, w, bias, h, c, batch_major=batch_major, threads=np.int64(threads))
+    sequences = (ys, ys) if target == TARGET_TRAIN else (ys,)
+    call = jax.ffi.ffi_call(target, sequences + (state, state), vmap_method="sequential")
+    return call(xs_TB, w, bias, h, c, batch_major=batch_major, threads=np.int64(threads))
+
+
+def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
+    """`((h, c), ys)` of an LSTM layer (`sj.lstm`'s maths and gate order `[i, f, g, o]`) over `xs_TB
+    [T, B, F]` from the carry `h, c [B, H]`, float32. `ys` is `[B, T, H]` when `batch_major` (written in
+    that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). Builds and registers
+    the kernel on first use; raises RuntimeError (with the reason) where it is not `available()`."""
+    ys, h, c = _forward(TARGET, w_x, w_h, b, h, c, xs_TB, batch_major, threads)
     return (h, c), ys
+
+
+def lstm_forward_train(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
+    """`((h, c), ys, cs)`: `lstm_forward`, plus every step's cell state `cs` (laid out as `ys`), which
+    `lstm_backward` needs."""
+    ys, cs, h, c = _forward(TARGET_TRAIN, w_x, w_h, b, h, c, xs_TB, batch_major, threads)
+    return (h, c), ys, cs
+
+
+def _transposed(w, features: int, hidden: int):
+    """The packed weights `[G, F + H, 64]` as the backward kernel's `[G * 64, G * UNITS + F']`: row `k` is
+    packed column `k`, columns the hidden units (zero past `H`), then the features (zero past `F`, to `F'` a
+    multiple of 16)."""
+    groups = w.shape[0]
+    wt = w.transpose(0, 2, 1).reshape(groups * 4 * UNITS, features + hidden)
+    return jnp.concatenate([wt[:, features:], jnp.zeros((wt.shape[0], groups * UNITS - hidden), wt.dtype),
+                            wt[:, :features], jnp.zeros((wt.shape[0], -features % 16), wt.dtype)], axis=1)
+
+
+def lstm_backward(w_x, w_h, b, h, c, xs_TB, ys, cs, dys, dh, dc, *, batch_major: bool = True, threads: int = 0):
+    """The gradients of an `lstm_forward_train` call from those of its outputs `dys` (laid out as `ys`) and of
+    its final carry `dh, dc [B, H]`: `((dw_x, dw_h, db), (dh0, dc0), dxs_TB)`, float32. `h, c`: the initial
+    carry; `ys, cs`: what `lstm_forward_train` returned with the same `batch_major`."""
+    _require(TARGET_BACKWARD)
+    time, batch, features = xs_TB.shape
+    hidden = w_h.shape[0]
+    (w, bias), unpack = jax.vjp(pack, w_x, w_h, b)
+    state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
+    out = (jax.ShapeDtypeStruct(xs_TB.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
+           jax.ShapeDtypeStruct(bias.shape, jnp.float32), state, state)
+    call = jax.ffi.ffi_call(TARGET_BACKWARD, out, vmap_method="sequential")
+    dxs, dw, dbias, dh0, dc0 = call(xs_TB, w, _transposed(w, features, hidden), bias, h, c, ys, cs, dys, dh, dc,
+                                    batch_major=batch_major, threads=np.int64(threads))
+    return unpack((dw, dbias)), (dh0, dc0), dxs

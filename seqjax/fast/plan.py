@@ -32,7 +32,8 @@ class Plan(NamedTuple):
     `use_reference`: run the cell's reference loop instead (where that measured faster). `native`: evaluate
     (no gradient) with the native CPU kernel where it is available (`seqjax.fast.native`; LSTM), on at most
     `native_threads` cores (0: all); `native_head`: also when a `chain`'s head follows the layer (the kernel
-    writes the layer's outputs, which the engine's loop with the head does not)."""
+    writes the layer's outputs, which the engine's loop with the head does not); `native_train`: under a
+    gradient, the native kernels' forward and backward passes (with or without a head)."""
 
     unroll: int = 1
     hoist: bool = False
@@ -45,6 +46,7 @@ class Plan(NamedTuple):
     native: bool = False
     native_threads: int = 0
     native_head: bool = False
+    native_train: bool = False
 
 
 # XLA:CPU allocates one temporary buffer per call; while it stays under glibc's largest mmap threshold
@@ -145,16 +147,26 @@ def huge_pages() -> bool:
 # the engine's loop writes only the head's outputs while the kernel writes the layer's `[B, T, H]` first,
 # fresh memory that costs more than the loop saves past ~20 MB (large 26 MB, many 52 MB). One thread
 # instead of all was slower from the small size up (0.20 vs 0.13 ms at small, 92 vs 50 at large).
+# Training on the native kernels (forward keeping every step's `c`, backward recomputing each step's gates,
+# one call each) against the engine's passes, train step of `chain(lstm, dense)`, two identical contenders
+# each (`benchmarks.attempts --what native_train`): small 0.80-0.90 vs 1.02-1.04 ms; medium 15.5-21.0 vs
+# 23.2; large 204 vs 230-232; long 98-100 vs 121-124; many 126-128 vs 135. The kernels keep the outputs
+# and every step's `c` (`2 * 4 * B * T * H` bytes); past `_NATIVE_TRAIN_BYTES` the engine's plans, which
+# recompute in chunks in bounded memory, train instead.
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
 _NATIVE_HEAD_BYTES = 20 * 2**20
+_NATIVE_TRAIN_BYTES = 64 * 2**20
 
 
 def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) -> dict:
-    """The `native` fields of the CPU plan: the kernel for LSTM layers from `_NATIVE_MACS` per step, and
-    with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`."""
+    """The `native` fields of the CPU plan: the kernels for LSTM layers from `_NATIVE_MACS` per step; with a
+    head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays under
+    `_NATIVE_TRAIN_BYTES`."""
     if cell != "lstm" or batch * 4 * hidden * (features + hidden) < _NATIVE_MACS:
         return {}
-    return {"native": True, "native_head": 4 * batch * time * hidden <= _NATIVE_HEAD_BYTES}
+    outputs = 4 * batch * time * hidden
+    return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES,
+            "native_train": 2 * outputs <= _NATIVE_TRAIN_BYTES}
 
 
 def fuse_xh(batch: int, features: int, hidden: int, cell: str = "lstm") -> bool:

@@ -1,12 +1,18 @@
-// seqjax native CPU kernel: the forward pass of one LSTM layer over a whole sequence, as an XLA FFI custom call.
+// seqjax native CPU kernels: the forward and backward passes of one LSTM layer over a whole sequence, each as
+// an XLA FFI custom call.
 //
 // XLA:CPU runs a loop body's operations one after another on one core, ~0.5 us each, and a step's small
-// matmul there does not use the second core; this kernel runs every step of the recurrence in one call and
-// splits each step over the machine's cores by hidden units: a thread owns groups of 16 units and computes
+// matmul there does not use the second core; these kernels run every step of the recurrence in one call and
+// split each step over the machine's cores by hidden units: a thread owns groups of 16 units and computes
 // all four gates of its units (one [B, F + H] x [F + H, 4 * 16] matmul per group, register-blocked), the cell
 // update and the outputs, then waits at a barrier for the other threads' half of `h`. Same maths as
 // `sj.lstm`'s step: z = x w_x + h w_h + b, c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c'),
 // float32, with XLA:CPU's own rational approximation of tanh (sigmoid(x) = tanh(x / 2) / 2 + 1 / 2).
+//
+// Training: `seqjax_lstm_forward_train` also keeps every step's c; `seqjax_lstm_backward` walks the steps
+// from the last, recomputing each step's gates from the kept outputs (no [T, B, 4H] of gates is stored),
+// and adds the weight gradients step by step into a buffer of each thread's own columns; one barrier per
+// step, before the gradient reaching h_{t-1} (which needs every unit's gate gradients).
 //
 // Built on first use by `seqjax.fast.native` with the machine's C++ compiler (-O3 -march=native); the vector
 // code uses GCC/Clang vector extensions (16 float lanes), which the compiler maps to AVX-512, AVX2 or NEON.
@@ -19,11 +25,14 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
 #include <sched.h>
+#include <sys/mman.h>
 #endif
 
 #include "xla/ffi/api/ffi.h"
@@ -67,6 +76,22 @@ inline vf vtanh(vf x) {
   return p / q;
 }
 inline vf vsigmoid(vf x) { return vtanh(x * 0.5f) * 0.5f + 0.5f; }
+
+// Asks the OS to back the 2 MB-aligned part of a large output buffer with transparent huge pages (where THP
+// is `madvise` or `always`): XLA:CPU hands out fresh memory for large buffers on every call, and first
+// touches of 4 KB pages fault one by one, which stalls the thread that writes them while the other waits at
+// the step's barrier.
+inline void advise_huge_pages(void* p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
 
 // ---- threads -------------------------------------------------------------------------------------------
 class SpinBarrier {
@@ -179,34 +204,63 @@ class Pool {
 };
 
 // ---- forward ---------------------------------------------------------------------------------------------
-// acc[r][j] += sum_k a[r*lda + k] * w[k*GW + j*L + lane], r < MR
-template <int MR>
-inline void gemm_acc(int K, const float* __restrict a, int lda, const float* __restrict w, vf (&out)[MR][4]) {
-  vf acc[MR][4];
+// acc[r][j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV
+template <int MR, int NV>
+inline void gemm_acc(int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w,
+                     int64_t ldw, vf (&out)[MR][4]) {
+  vf acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) acc[r][j] = out[r][j];
-  for (int k = 0; k < K; ++k) {
-    const float* wk = w + static_cast<int64_t>(k) * GW;
-    vf b0 = load(wk), b1 = load(wk + L), b2 = load(wk + 2 * L), b3 = load(wk + 3 * L);
+    for (int j = 0; j < NV; ++j) acc[r][j] = out[r][j];
+  for (int64_t k = 0; k < K; ++k) {
+    const float* wk = w + k * ldw;
+    vf b[NV];
+    for (int j = 0; j < NV; ++j) b[j] = load(wk + j * L);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      vf x = splat(a[r * lda + k]);
-      acc[r][0] += x * b0;
-      acc[r][1] += x * b1;
-      acc[r][2] += x * b2;
-      acc[r][3] += x * b3;
+      vf x = splat(a[r * ar + k * ak]);
+      for (int j = 0; j < NV; ++j) acc[r][j] += x * b[j];
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) out[r][j] = acc[r][j];
+    for (int j = 0; j < NV; ++j) out[r][j] = acc[r][j];
+}
+
+// f(std::integral_constant<int, MR>, b0) over the rows 0..n-1 in blocks of at most 6
+template <class Fn>
+inline void by_rows(int64_t n, Fn&& f) {
+  int64_t b = 0;
+  for (; b + 6 <= n; b += 6) f(std::integral_constant<int, 6>{}, b);
+  switch (n - b) {
+    case 5: f(std::integral_constant<int, 5>{}, b); break;
+    case 4: f(std::integral_constant<int, 4>{}, b); break;
+    case 3: f(std::integral_constant<int, 3>{}, b); break;
+    case 2: f(std::integral_constant<int, 2>{}, b); break;
+    case 1: f(std::integral_constant<int, 1>{}, b); break;
+    default: break;
+  }
+}
+
+// `valid` floats at p as a vector (zeros past them), and back
+inline vf load_part(const float* p, int valid) {
+  if (valid == L) return load(p);
+  float tmp[L] = {0};
+  std::memcpy(tmp, p, valid * sizeof(float));
+  return load(tmp);
+}
+inline void store_part(float* p, vf v, int valid) {
+  if (valid == L) return store(p, v);
+  float tmp[L];
+  store(tmp, v);
+  std::memcpy(p, tmp, valid * sizeof(float));
 }
 
 // One LSTM layer over time. xs [T, B, F]; w [G, F + H, 64] (packed [w_x; w_h]); bias [G * 64];
-// ys [B, T, H] (batch_major) or [T, B, H]; h, c: the carry, updated in place ([B, H] each); hbuf [2, B, H] scratch.
+// ys [B, T, H] (batch_major) or [T, B, H]; h, c: the carry, updated in place ([B, H] each); hbuf [2, B, H]
+// scratch; cs (or null): every step's c, laid out as ys (for the backward pass).
 struct Forward {
   int64_t T, B, F, H, G;
   const float *xs, *w, *bias;
-  float *ys, *h, *c, *hbuf;
+  float *ys, *cs, *h, *c, *hbuf;
   bool batch_major;
   int threads;  // at most; 0: all
 
@@ -218,53 +272,27 @@ struct Forward {
     vf acc[MR][4];
     for (int r = 0; r < MR; ++r)
       for (int j = 0; j < 4; ++j) acc[r][j] = load(bias + g * GW + j * L);
-    gemm_acc<MR>(static_cast<int>(F), xs + (t * B + b0) * F, static_cast<int>(F), wg, acc);
-    gemm_acc<MR>(static_cast<int>(H), h_prev + b0 * H, static_cast<int>(H), wg + F * GW, acc);
+    gemm_acc<MR, 4>(F, xs + (t * B + b0) * F, F, 1, wg, GW, acc);
+    gemm_acc<MR, 4>(H, h_prev + b0 * H, H, 1, wg + F * GW, GW, acc);
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
     for (int r = 0; r < MR; ++r) {
       const int64_t b = b0 + r;
       vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]), gg = vtanh(acc[r][2]), o = vsigmoid(acc[r][3]);
       float* cb = c + b * H + u0;
-      float* hn = h_next + b * H + u0;
-      float* y = ys + (batch_major ? b * T + t : t * B + b) * H + u0;
-      if (valid == U) {
-        vf cn = f * load(cb) + i * gg;
-        vf hv = o * vtanh(cn);
-        store(cb, cn);
-        store(hn, hv);
-        store(y, hv);
-      } else {
-        float tmp[U] = {0};
-        std::memcpy(tmp, cb, valid * sizeof(float));
-        vf cn = f * load(tmp) + i * gg;
-        vf hv = o * vtanh(cn);
-        store(tmp, cn);
-        std::memcpy(cb, tmp, valid * sizeof(float));
-        store(tmp, hv);
-        std::memcpy(hn, tmp, valid * sizeof(float));
-        std::memcpy(y, tmp, valid * sizeof(float));
-      }
-    }
-  }
-
-  void step(int64_t t, int64_t g_begin, int64_t g_end) const {
-    constexpr int MR = 6;
-    for (int64_t g = g_begin; g < g_end; ++g) {
-      int64_t b = 0;
-      for (; b + MR <= B; b += MR) rows<MR>(t, g, b);
-      switch (B - b) {
-        case 5: rows<5>(t, g, b); break;
-        case 4: rows<4>(t, g, b); break;
-        case 3: rows<3>(t, g, b); break;
-        case 2: rows<2>(t, g, b); break;
-        case 1: rows<1>(t, g, b); break;
-        default: break;
-      }
+      const int64_t y = (batch_major ? b * T + t : t * B + b) * H + u0;
+      vf cn = f * load_part(cb, valid) + i * gg;
+      vf hv = o * vtanh(cn);
+      store_part(cb, cn, valid);
+      store_part(h_next + b * H + u0, hv, valid);
+      store_part(ys + y, hv, valid);
+      if (cs) store_part(cs + y, cn, valid);
     }
   }
 
   void run() {
+    advise_huge_pages(ys, T * B * H * sizeof(float));
+    if (cs) advise_huge_pages(cs, T * B * H * sizeof(float));
     std::memcpy(hbuf, h, B * H * sizeof(float));
     Pool& pool = Pool::get();
     int n = static_cast<int>(std::min<int64_t>(threads > 0 ? threads : pool.max_threads(), G));
@@ -272,7 +300,7 @@ struct Forward {
     pool.run(n, [&](int id, int m) {  // m: n, or 1 when the workers are busy with another call
       int64_t g0 = G * id / m, g1 = G * (id + 1) / m;  // the groups of units this thread owns
       for (int64_t t = 0; t < T; ++t) {
-        step(t, g0, g1);
+        for (int64_t g = g0; g < g1; ++g) by_rows(B, [&](auto mr, int64_t b0) { rows<mr.value>(t, g, b0); });
         if (m > 1) barrier.wait();
       }
     });
@@ -280,34 +308,220 @@ struct Forward {
   }
 };
 
-ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> bias,
-                           ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> ys,
-                           ffi::ResultBuffer<ffi::F32> h, ffi::ResultBuffer<ffi::F32> c, bool batch_major,
-                           int64_t threads) {
+// The backward pass of `Forward` run with `cs`: from the gradients of the outputs (dys, laid out as ys) and
+// of the final carry, the steps from the last. Per step a thread recomputes its units' gates from
+// [x_t, h_{t-1}] (the kept outputs), forms their pre-activation gradients dz (into dzbuf[t % 2], [B, G * 64])
+// and the gradient reaching c_{t-1}, and adds [x_t, h_{t-1}]^T dz to its columns of dw; after the barrier
+// (dz of every unit is needed) it forms its units' columns of dz w_h^T, the gradient reaching h_{t-1}, and
+// the last thread dz w_x^T, the gradient of x_t. wt [G * 64, NP]: the packed weights transposed, columns
+// [h units (G * 16), x features (padded to 16)]. dh, dc: the carry's gradient, updated in place; dw, db
+// accumulate the packed weights' gradient.
+struct Backward {
+  int64_t T, B, F, H, G, NP;
+  const float *xs, *w, *wt, *bias, *h0, *c0, *ys, *cs, *dys;
+  float *dxs, *dw, *db, *dh, *dc, *dzbuf;
+  bool batch_major;
+  int threads;
+
+  int64_t row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
+  // h_t and c_t of row b (t = -1: the initial carry), and the stride between rows
+  const float* h_at(int64_t t, int64_t b) const { return t < 0 ? h0 + b * H : ys + row(t, b) * H; }
+  const float* c_at(int64_t t, int64_t b) const { return t < 0 ? c0 + b * H : cs + row(t, b) * H; }
+  int64_t stride(int64_t t) const { return t < 0 || !batch_major ? H : T * H; }
+  float* dz_at(int64_t t) const { return dzbuf + (t % 2) * B * G * GW; }
+
+  template <int MR>
+  void gates(int64_t t, int64_t g, int64_t b0) const {
+    const float* wg = w + g * (F + H) * GW;
+    vf acc[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j) acc[r][j] = load(bias + g * GW + j * L);
+    gemm_acc<MR, 4>(F, xs + (t * B + b0) * F, F, 1, wg, GW, acc);
+    gemm_acc<MR, 4>(H, h_at(t - 1, b0), stride(t - 1), 1, wg + F * GW, GW, acc);
+    const int64_t u0 = g * U;
+    const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+    for (int r = 0; r < MR; ++r) {
+      const int64_t b = b0 + r;
+      vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]), gg = vtanh(acc[r][2]), o = vsigmoid(acc[r][3]);
+      vf c_prev = load_part(c_at(t - 1, b) + u0, valid);
+      vf tc = vtanh(load_part(c_at(t, b) + u0, valid));
+      vf dhv = load_part(dys + row(t, b) * H + u0, valid) + load_part(dh + b * H + u0, valid);
+      vf dcv = load_part(dc + b * H + u0, valid) + dhv * o * (1.0f - tc * tc);
+      float* z = dz_at(t) + b * G * GW + g * GW;
+      store(z, dcv * gg * i * (1.0f - i));
+      store(z + L, dcv * c_prev * f * (1.0f - f));
+      store(z + 2 * L, dcv * i * (1.0f - gg * gg));
+      store(z + 3 * L, dhv * tc * o * (1.0f - o));
+      store_part(dc + b * H + u0, dcv * f, valid);
+    }
+  }
+
+  // dw[g] += [x_t, h_{t-1}]^T dz[:, g], db[g] += sum_b dz[b, g]
+  void weight_grads(int64_t t, int64_t g) const {
+    const float* dz = dz_at(t) + g * GW;
+    float* dwg = dw + g * (F + H) * GW;
+    auto add = [&](int64_t n, const float* a, int64_t ak, float* out) {
+      by_rows(n, [&](auto mr, int64_t r0) {
+        constexpr int MR = mr.value;
+        vf acc[MR][4];
+        for (int r = 0; r < MR; ++r)
+          for (int j = 0; j < 4; ++j) acc[r][j] = load(out + (r0 + r) * GW + j * L);
+        gemm_acc<MR, 4>(B, a + r0, 1, ak, dz, G * GW, acc);
+        for (int r = 0; r < MR; ++r)
+          for (int j = 0; j < 4; ++j) store(out + (r0 + r) * GW + j * L, acc[r][j]);
+      });
+    };
+    add(F, xs + t * B * F, F, dwg);
+    add(H, h_at(t - 1, 0), stride(t - 1), dwg + F * GW);
+    vf sum[4] = {load(db + g * GW), load(db + g * GW + L), load(db + g * GW + 2 * L), load(db + g * GW + 3 * L)};
+    for (int64_t b = 0; b < B; ++b)
+      for (int j = 0; j < 4; ++j) sum[j] += load(dz + b * G * GW + j * L);
+    for (int j = 0; j < 4; ++j) store(db + g * GW + j * L, sum[j]);
+  }
+
+  // columns v*16.. of dz wt for NV vectors from v: into dh (h units) or dxs (x features)
+  template <int NV>
+  void recurrent_tile(int64_t t, int64_t v) const {
+    const float* dz = dz_at(t);
+    by_rows(B, [&](auto mr, int64_t b0) {
+      constexpr int MR = mr.value;
+      vf acc[MR][4] = {};
+      gemm_acc<MR, NV>(G * GW, dz + b0 * G * GW, G * GW, 1, wt + v * L, NP, acc);
+      for (int j = 0; j < NV; ++j) {
+        const int64_t col = (v + j) * L;
+        for (int r = 0; r < MR; ++r) {
+          const int64_t b = b0 + r;
+          if (col < G * U)
+            store_part(dh + b * H + col, acc[r][j], static_cast<int>(std::min<int64_t>(L, H - col)));
+          else
+            store_part(dxs + (t * B + b) * F + col - G * U, acc[r][j],
+                       static_cast<int>(std::min<int64_t>(L, F - (col - G * U))));
+        }
+      }
+    });
+  }
+
+  void recurrent_grads(int64_t t, int64_t v0, int64_t v1) const {
+    int64_t v = v0;
+    for (; v + 4 <= v1; v += 4) recurrent_tile<4>(t, v);
+    switch (v1 - v) {
+      case 3: recurrent_tile<3>(t, v); break;
+      case 2: recurrent_tile<2>(t, v); break;
+      case 1: recurrent_tile<1>(t, v); break;
+      default: break;
+    }
+  }
+
+  void run() {
+    std::memset(dw, 0, G * (F + H) * GW * sizeof(float));
+    std::memset(db, 0, G * GW * sizeof(float));
+    Pool& pool = Pool::get();
+    int n = static_cast<int>(std::min<int64_t>(threads > 0 ? threads : pool.max_threads(), G));
+    SpinBarrier barrier(n);
+    pool.run(n, [&](int id, int m) {
+      int64_t g0 = G * id / m, g1 = G * (id + 1) / m;
+      int64_t v1 = id == m - 1 ? NP / L : g1;  // the last thread also forms the gradient of x_t
+      for (int64_t t = T - 1; t >= 0; --t) {
+        for (int64_t g = g0; g < g1; ++g) by_rows(B, [&](auto mr, int64_t b0) { gates<mr.value>(t, g, b0); });
+        for (int64_t g = g0; g < g1; ++g) weight_grads(t, g);
+        if (m > 1) barrier.wait();
+        recurrent_grads(t, g0, v1);
+      }
+    });
+  }
+};
+
+struct Dims {
+  int64_t T, B, F, H, G;
+};
+
+// The sizes of a call; false when the packed weights do not fit them.
+bool dims_of(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& w, ffi::Buffer<ffi::F32>& bias,
+             ffi::Buffer<ffi::F32>& h0, Dims& d) {
   auto xd = xs.dimensions();
-  auto hd = h0.dimensions();
-  Forward fw;
-  fw.T = xd[0];
-  fw.B = xd[1];
-  fw.F = xd[2];
-  fw.H = hd[1];
-  fw.G = (fw.H + U - 1) / U;
-  if (w.dimensions().size() != 3 || w.dimensions()[0] != fw.G || w.dimensions()[1] != fw.F + fw.H ||
-      w.dimensions()[2] != GW || static_cast<int64_t>(bias.element_count()) != fw.G * GW)
-    return ffi::Error::InvalidArgument("seqjax_lstm_forward: packed weights of the wrong shape");
+  d = Dims{xd[0], xd[1], xd[2], h0.dimensions()[1], 0};
+  d.G = (d.H + U - 1) / U;
+  return w.dimensions().size() == 3 && w.dimensions()[0] == d.G && w.dimensions()[1] == d.F + d.H &&
+         w.dimensions()[2] == GW && static_cast<int64_t>(bias.element_count()) == d.G * GW;
+}
+
+ffi::Error wrong_weights(const char* name) {
+  return ffi::Error::InvalidArgument(std::string(name) + ": packed weights of the wrong shape");
+}
+
+ffi::Error forward(const char* name, ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& w,
+                   ffi::Buffer<ffi::F32>& bias, ffi::Buffer<ffi::F32>& h0, ffi::Buffer<ffi::F32>& c0, float* ys,
+                   float* cs, float* h, float* c, bool batch_major, int64_t threads) {
+  Dims d;
+  if (!dims_of(xs, w, bias, h0, d)) return wrong_weights(name);
+  Forward fw{d.T, d.B, d.F, d.H, d.G};
   fw.batch_major = batch_major;
   fw.threads = static_cast<int>(threads);
   fw.xs = xs.typed_data();
   fw.w = w.typed_data();
   fw.bias = bias.typed_data();
-  fw.ys = ys->typed_data();
-  fw.h = h->typed_data();
-  fw.c = c->typed_data();
-  std::memcpy(fw.h, h0.typed_data(), fw.B * fw.H * sizeof(float));
-  std::memcpy(fw.c, c0.typed_data(), fw.B * fw.H * sizeof(float));
+  fw.ys = ys;
+  fw.cs = cs;
+  fw.h = h;
+  fw.c = c;
+  std::memcpy(h, h0.typed_data(), fw.B * fw.H * sizeof(float));
+  std::memcpy(c, c0.typed_data(), fw.B * fw.H * sizeof(float));
   std::vector<float> hbuf(2 * fw.B * fw.H);
   fw.hbuf = hbuf.data();
   fw.run();
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> bias,
+                           ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> ys,
+                           ffi::ResultBuffer<ffi::F32> h, ffi::ResultBuffer<ffi::F32> c, bool batch_major,
+                           int64_t threads) {
+  return forward("seqjax_lstm_forward", xs, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(),
+                 c->typed_data(), batch_major, threads);
+}
+
+ffi::Error LstmForwardTrainImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> bias,
+                                ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> ys,
+                                ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> h,
+                                ffi::ResultBuffer<ffi::F32> c, bool batch_major, int64_t threads) {
+  return forward("seqjax_lstm_forward_train", xs, w, bias, h0, c0, ys->typed_data(), cs->typed_data(),
+                 h->typed_data(), c->typed_data(), batch_major, threads);
+}
+
+ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> wt,
+                            ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                            ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> dys,
+                            ffi::Buffer<ffi::F32> dh_end, ffi::Buffer<ffi::F32> dc_end,
+                            ffi::ResultBuffer<ffi::F32> dxs, ffi::ResultBuffer<ffi::F32> dw,
+                            ffi::ResultBuffer<ffi::F32> db, ffi::ResultBuffer<ffi::F32> dh0,
+                            ffi::ResultBuffer<ffi::F32> dc0, bool batch_major, int64_t threads) {
+  Dims d;
+  if (!dims_of(xs, w, bias, h0, d)) return wrong_weights("seqjax_lstm_backward");
+  Backward bw{d.T, d.B, d.F, d.H, d.G};
+  bw.NP = bw.G * U + (bw.F + L - 1) / L * L;
+  if (wt.dimensions().size() != 2 || wt.dimensions()[0] != bw.G * GW || wt.dimensions()[1] != bw.NP)
+    return ffi::Error::InvalidArgument("seqjax_lstm_backward: transposed weights of the wrong shape");
+  bw.batch_major = batch_major;
+  bw.threads = static_cast<int>(threads);
+  bw.xs = xs.typed_data();
+  bw.w = w.typed_data();
+  bw.wt = wt.typed_data();
+  bw.bias = bias.typed_data();
+  bw.h0 = h0.typed_data();
+  bw.c0 = c0.typed_data();
+  bw.ys = ys.typed_data();
+  bw.cs = cs.typed_data();
+  bw.dys = dys.typed_data();
+  bw.dxs = dxs->typed_data();
+  bw.dw = dw->typed_data();
+  bw.db = db->typed_data();
+  bw.dh = dh0->typed_data();
+  bw.dc = dc0->typed_data();
+  std::memcpy(bw.dh, dh_end.typed_data(), bw.B * bw.H * sizeof(float));
+  std::memcpy(bw.dc, dc_end.typed_data(), bw.B * bw.H * sizeof(float));
+  std::vector<float> dzbuf(2 * bw.B * bw.G * GW);
+  bw.dzbuf = dzbuf.data();
+  bw.run();
   return ffi::Error::Success();
 }
 
@@ -323,5 +537,40 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForward, LstmForwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("batch_major")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("batch_major")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // wt
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dh at the end
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dc at the end
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dxs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dw
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // db
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dh0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dc0
                                   .Attr<bool>("batch_major")
                                   .Attr<int64_t>("threads"));
