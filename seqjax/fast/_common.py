@@ -59,7 +59,8 @@ class NativeLayer(NamedTuple):
 
     - `forward(w, carry, xs_TB, plan, batch_major) -> (carry, ys_TB)`: evaluation;
     - `train(w, carry, xs_TB, plan, batch_major) -> ((carry, ys_TB), saved)`: the forward pass of a gradient;
-    - `backward(saved, d_carry, dys_TB, plan) -> (g, d_carry, dxs_TB)`: its backward pass (`g`: `engine.Weights`).
+    - `backward(saved, d_carry, dys_TB, plan, batch_major) -> (g, d_carry, dxs_TB)`: its backward pass (`g`:
+      `engine.Weights`), with the `batch_major` its `train` call had.
 
     `batch_major`: the kernels keep the outputs `[B, T, H]` (`ys_TB` their transpose, which `scan`'s
     transpose back cancels), else `[T, B, H]` (for a head, which takes them so).
@@ -94,7 +95,7 @@ def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
         fn.defvjp(lambda *args: jax.vjp(engine_loop, *args), lambda vjp, cotangents: vjp(cotangents))
     elif head is None:
         fn.defvjp(lambda w, carry, xs_TB: layer.train(w, carry, xs_TB, plan, True),
-                  lambda saved, cotangents: layer.backward(saved, *cotangents, plan))
+                  lambda saved, cotangents: layer.backward(saved, *cotangents, plan, True))
     else:
         def fwd_head(w, head_params, carry, xs_TB):
             (new_carry, ys_TB), saved = layer.train(w, carry, xs_TB, plan, False)
@@ -105,7 +106,7 @@ def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
             saved, head_vjp = saved_head
             d_carry, d_out = cotangents
             d_head, dys_TB = head_vjp(d_out)
-            g, d_carry, dxs = layer.backward(saved, d_carry, dys_TB, plan)
+            g, d_carry, dxs = layer.backward(saved, d_carry, dys_TB, plan, False)
             return g, d_head, d_carry, dxs
 
         fn.defvjp(fwd_head, bwd_head)

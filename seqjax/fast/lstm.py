@@ -55,12 +55,13 @@ def _native_train(w, carry, xs_TB, plan, batch_major=True):
     new_carry, ys, cs = native.lstm_forward_train(w.w_x, w.w_h, w.b_x, *carry, xs_TB, batch_major=batch_major,
                                                   threads=plan.native_threads)
     ys_TB = jnp.swapaxes(ys, 0, 1) if batch_major else ys
-    return (new_carry, ys_TB), (w, tuple(carry), xs_TB, ys, cs, batch_major)
+    return (new_carry, ys_TB), (w, tuple(carry), xs_TB, ys, cs)
 
 
-def _native_backward(saved, d_carry, dys_TB, plan):
-    """The gradients of `_native_train` on the native backward kernel: `(Weights, (dh0, dc0), dxs_TB)`."""
-    w, carry, xs_TB, ys, cs, batch_major = saved
+def _native_backward(saved, d_carry, dys_TB, plan, batch_major=True):
+    """The gradients of `_native_train` (called with the same `batch_major`) on the native backward kernel:
+    `(Weights, (dh0, dc0), dxs_TB)`."""
+    w, carry, xs_TB, ys, cs = saved
     dys = jnp.swapaxes(dys_TB, 0, 1) if batch_major else dys_TB
     (dw_x, dw_h, db), d_carry, dxs = native.lstm_backward(w.w_x, w.w_h, w.b_x, *carry, xs_TB, ys, cs, dys, *d_carry,
                                                           batch_major=batch_major, threads=plan.native_threads)
