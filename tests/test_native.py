@@ -65,6 +65,18 @@ def test_kernel_matches_float64_numpy(b, t, f, h, batch_major, threads):
     np.testing.assert_allclose(c_k, c_ref, atol=4e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("f, h", [(3, 37), (17, 16), (2, 5)])
+def test_unpack_inverts_pack(f, h):
+    """`unpack` (the backward kernel's weight gradient back to `w_x, w_h, b`) is `pack`'s inverse; the packed
+    columns past `H` are zero."""
+    params = ref.random_params("lstm", 2, f, h)
+    w, bias = native.pack(params["w_x"], params["w_h"], params["b"])
+    assert w.shape == (-(-h // 16), f + h, 64) and bias.shape == (w.shape[0] * 64,)
+    assert int(jnp.count_nonzero(w)) == (f + h) * 4 * h and int(jnp.count_nonzero(bias)) == 4 * h
+    for got, want in zip(native.unpack(w, bias, f), (params["w_x"], params["w_h"], params["b"])):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_one_thread_and_all_give_the_same_bits():
     params, xs, h0, c0 = _inputs(9, 8, 3, 40)  # three groups: split unevenly over two threads
     outs = [jax.jit(lambda *a, n=n: native.lstm_forward(*a, threads=n))(params["w_x"], params["w_h"], params["b"],

@@ -137,6 +137,25 @@ def pack(w_x, w_h, b):
     return w, jnp.where(valid, b[source], 0)
 
 
+@functools.lru_cache(maxsize=None)
+def _unpacked_columns(hidden: int):
+    """The inverse of `_packed_columns`: the packed column that holds each of the `4H` gate columns."""
+    source, valid = _packed_columns(hidden)
+    index = np.zeros(4 * hidden, np.int64)
+    index[source[valid]] = np.nonzero(valid)[0]
+    return index
+
+
+def unpack(w, bias, features: int):
+    """The inverse of `pack` (the padded columns dropped): `(w_x, w_h, b)`. The gradients of `pack`'s outputs
+    unpack to those of its inputs: a gather, where `jax.vjp` of `pack` scatters (XLA:CPU's scatter took
+    0.9 ms at F 8, H 128 and 4.7 ms at F 32, H 256 against 0.05 and 0.4 for this gather)."""
+    hidden = w.shape[1] - features
+    index = _unpacked_columns(hidden)
+    columns = w.transpose(1, 0, 2).reshape(features + hidden, -1)[:, index]
+    return columns[:features], columns[features:], bias[index]
+
+
 def _require(target: str):
     """Raises RuntimeError (with the reason) where the kernels are not `available()`."""
     if not available():
@@ -189,11 +208,11 @@ def lstm_backward(w_x, w_h, b, h, c, xs_TB, ys, cs, dys, dh, dc, *, batch_major:
     _require(TARGET_BACKWARD)
     time, batch, features = xs_TB.shape
     hidden = w_h.shape[0]
-    (w, bias), unpack = jax.vjp(pack, w_x, w_h, b)
+    w, bias = pack(w_x, w_h, b)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     out = (jax.ShapeDtypeStruct(xs_TB.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
            jax.ShapeDtypeStruct(bias.shape, jnp.float32), state, state)
     call = jax.ffi.ffi_call(TARGET_BACKWARD, out, vmap_method="sequential")
     dxs, dw, dbias, dh0, dc0 = call(xs_TB, w, _transposed(w, features, hidden), bias, h, c, ys, cs, dys, dh, dc,
                                     batch_major=batch_major, threads=np.int64(threads))
-    return unpack((dw, dbias)), (dh0, dc0), dxs
+    return unpack(dw, dbias, features), (dh0, dc0), dxs

@@ -38,6 +38,8 @@
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using F32 = ffi::Buffer<ffi::F32>;       // a float32 argument
+using Out = ffi::ResultBuffer<ffi::F32>;  // a float32 result
 
 namespace {
 
@@ -254,6 +256,26 @@ inline void store_part(float* p, vf v, int valid) {
   std::memcpy(p, tmp, valid * sizeof(float));
 }
 
+// z = [x, h] [w_x; w_h] + b for rows b0..b0+MR-1 of group g (the four gates' 16 columns each): x rows at `x`
+// (stride F), h rows at `h` (stride hs); w, bias: the packed weights.
+template <int MR>
+inline void preactivations(int64_t F, int64_t H, const float* x, const float* h, int64_t hs, const float* w,
+                           const float* bias, int64_t g, vf (&z)[MR][4]) {
+  const float* wg = w + g * (F + H) * GW;
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) z[r][j] = load(bias + g * GW + j * L);
+  gemm_acc<MR, 4>(F, x, F, 1, wg, GW, z);
+  gemm_acc<MR, 4>(H, h, hs, 1, wg + F * GW, GW, z);
+}
+
+// The gates i, f, g, o of one row's pre-activations, in place.
+inline void activate(vf (&z)[4]) {
+  z[0] = vsigmoid(z[0]);
+  z[1] = vsigmoid(z[1]);
+  z[2] = vtanh(z[2]);
+  z[3] = vsigmoid(z[3]);
+}
+
 // One LSTM layer over time. xs [T, B, F]; w [G, F + H, 64] (packed [w_x; w_h]); bias [G * 64];
 // ys [B, T, H] (batch_major) or [T, B, H]; h, c: the carry, updated in place ([B, H] each); hbuf [2, B, H]
 // scratch; cs (or null): every step's c, laid out as ys (for the backward pass).
@@ -268,17 +290,14 @@ struct Forward {
   void rows(int64_t t, int64_t g, int64_t b0) const {
     const float* h_prev = hbuf + (t % 2) * B * H;
     float* h_next = hbuf + ((t + 1) % 2) * B * H;
-    const float* wg = w + g * (F + H) * GW;
-    vf acc[MR][4];
-    for (int r = 0; r < MR; ++r)
-      for (int j = 0; j < 4; ++j) acc[r][j] = load(bias + g * GW + j * L);
-    gemm_acc<MR, 4>(F, xs + (t * B + b0) * F, F, 1, wg, GW, acc);
-    gemm_acc<MR, 4>(H, h_prev + b0 * H, H, 1, wg + F * GW, GW, acc);
+    vf z[MR][4];
+    preactivations<MR>(F, H, xs + (t * B + b0) * F, h_prev + b0 * H, H, w, bias, g, z);
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
     for (int r = 0; r < MR; ++r) {
       const int64_t b = b0 + r;
-      vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]), gg = vtanh(acc[r][2]), o = vsigmoid(acc[r][3]);
+      activate(z[r]);
+      const vf i = z[r][0], f = z[r][1], gg = z[r][2], o = z[r][3];
       float* cb = c + b * H + u0;
       const int64_t y = (batch_major ? b * T + t : t * B + b) * H + u0;
       vf cn = f * load_part(cb, valid) + i * gg;
@@ -332,26 +351,23 @@ struct Backward {
 
   template <int MR>
   void gates(int64_t t, int64_t g, int64_t b0) const {
-    const float* wg = w + g * (F + H) * GW;
-    vf acc[MR][4];
-    for (int r = 0; r < MR; ++r)
-      for (int j = 0; j < 4; ++j) acc[r][j] = load(bias + g * GW + j * L);
-    gemm_acc<MR, 4>(F, xs + (t * B + b0) * F, F, 1, wg, GW, acc);
-    gemm_acc<MR, 4>(H, h_at(t - 1, b0), stride(t - 1), 1, wg + F * GW, GW, acc);
+    vf z[MR][4];
+    preactivations<MR>(F, H, xs + (t * B + b0) * F, h_at(t - 1, b0), stride(t - 1), w, bias, g, z);
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
     for (int r = 0; r < MR; ++r) {
       const int64_t b = b0 + r;
-      vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]), gg = vtanh(acc[r][2]), o = vsigmoid(acc[r][3]);
+      activate(z[r]);
+      const vf i = z[r][0], f = z[r][1], gg = z[r][2], o = z[r][3];
       vf c_prev = load_part(c_at(t - 1, b) + u0, valid);
       vf tc = vtanh(load_part(c_at(t, b) + u0, valid));
       vf dhv = load_part(dys + row(t, b) * H + u0, valid) + load_part(dh + b * H + u0, valid);
       vf dcv = load_part(dc + b * H + u0, valid) + dhv * o * (1.0f - tc * tc);
-      float* z = dz_at(t) + b * G * GW + g * GW;
-      store(z, dcv * gg * i * (1.0f - i));
-      store(z + L, dcv * c_prev * f * (1.0f - f));
-      store(z + 2 * L, dcv * i * (1.0f - gg * gg));
-      store(z + 3 * L, dhv * tc * o * (1.0f - o));
+      float* dz = dz_at(t) + b * G * GW + g * GW;
+      store(dz, dcv * gg * i * (1.0f - i));
+      store(dz + L, dcv * c_prev * f * (1.0f - f));
+      store(dz + 2 * L, dcv * i * (1.0f - gg * gg));
+      store(dz + 3 * L, dhv * tc * o * (1.0f - o));
       store_part(dc + b * H + u0, dcv * f, valid);
     }
   }
@@ -436,8 +452,7 @@ struct Dims {
 };
 
 // The sizes of a call; false when the packed weights do not fit them.
-bool dims_of(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& w, ffi::Buffer<ffi::F32>& bias,
-             ffi::Buffer<ffi::F32>& h0, Dims& d) {
+bool dims_of(F32& xs, F32& w, F32& bias, F32& h0, Dims& d) {
   auto xd = xs.dimensions();
   d = Dims{xd[0], xd[1], xd[2], h0.dimensions()[1], 0};
   d.G = (d.H + U - 1) / U;
@@ -449,9 +464,8 @@ ffi::Error wrong_weights(const char* name) {
   return ffi::Error::InvalidArgument(std::string(name) + ": packed weights of the wrong shape");
 }
 
-ffi::Error forward(const char* name, ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& w,
-                   ffi::Buffer<ffi::F32>& bias, ffi::Buffer<ffi::F32>& h0, ffi::Buffer<ffi::F32>& c0, float* ys,
-                   float* cs, float* h, float* c, bool batch_major, int64_t threads) {
+ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, F32& c0, float* ys, float* cs, float* h,
+                   float* c, bool batch_major, int64_t threads) {
   Dims d;
   if (!dims_of(xs, w, bias, h0, d)) return wrong_weights(name);
   Forward fw{d.T, d.B, d.F, d.H, d.G};
@@ -472,29 +486,21 @@ ffi::Error forward(const char* name, ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi:
   return ffi::Error::Success();
 }
 
-ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> bias,
-                           ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> ys,
-                           ffi::ResultBuffer<ffi::F32> h, ffi::ResultBuffer<ffi::F32> c, bool batch_major,
+ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out h, Out c, bool batch_major,
                            int64_t threads) {
   return forward("seqjax_lstm_forward", xs, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(),
                  c->typed_data(), batch_major, threads);
 }
 
-ffi::Error LstmForwardTrainImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> bias,
-                                ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> ys,
-                                ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> h,
-                                ffi::ResultBuffer<ffi::F32> c, bool batch_major, int64_t threads) {
+ffi::Error LstmForwardTrainImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out cs, Out h, Out c,
+                                bool batch_major, int64_t threads) {
   return forward("seqjax_lstm_forward_train", xs, w, bias, h0, c0, ys->typed_data(), cs->typed_data(),
                  h->typed_data(), c->typed_data(), batch_major, threads);
 }
 
-ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> wt,
-                            ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
-                            ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> dys,
-                            ffi::Buffer<ffi::F32> dh_end, ffi::Buffer<ffi::F32> dc_end,
-                            ffi::ResultBuffer<ffi::F32> dxs, ffi::ResultBuffer<ffi::F32> dw,
-                            ffi::ResultBuffer<ffi::F32> db, ffi::ResultBuffer<ffi::F32> dh0,
-                            ffi::ResultBuffer<ffi::F32> dc0, bool batch_major, int64_t threads) {
+ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32 ys, F32 cs, F32 dys, F32 dh_end,
+                            F32 dc_end, Out dxs, Out dw, Out db, Out dh0, Out dc0, bool batch_major,
+                            int64_t threads) {
   Dims d;
   if (!dims_of(xs, w, bias, h0, d)) return wrong_weights("seqjax_lstm_backward");
   Backward bw{d.T, d.B, d.F, d.H, d.G};
@@ -525,52 +531,27 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w, f
   return ffi::Error::Success();
 }
 
+// The forward kernels' arguments: xs, w, bias, h0, c0.
+auto forward_arguments() {
+  return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>();
+}
+
 }  // namespace
 
+// results ys, h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForward, LstmForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<bool>("batch_major")
-                                  .Attr<int64_t>("threads"));
+                              forward_arguments().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
+// results ys, cs, h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<bool>("batch_major")
-                                  .Attr<int64_t>("threads"));
+                              forward_arguments().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
+// arguments xs, w, wt, bias, h0, c0, ys, cs, dys, dh and dc at the end; results dxs, dw, db, dh0, dc0
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // wt
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // ys
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // cs
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // dys
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // dh at the end
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // dc at the end
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dxs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dw
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // db
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dh0
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dc0
-                                  .Attr<bool>("batch_major")
-                                  .Attr<int64_t>("threads"));
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
