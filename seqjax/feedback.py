@@ -39,9 +39,18 @@ class Feedback(NamedTuple):
     name: str = "feedback"
 
 
+def _unchanged(y_t, key):
+    return y_t
+
+
 def identity() -> Feedback:
     """The output is fed back unchanged; the model's output size must equal its input size."""
-    return Feedback(apply=lambda y_t, key: y_t, needs_key=False, name="identity")
+    return Feedback(apply=_unchanged, needs_key=False, name="identity")
+
+
+def is_identity(feedback: Feedback) -> bool:
+    """Whether `feedback` is `identity()` (a closed loop may then run on a model's own closed-loop kernel)."""
+    return feedback.apply is _unchanged
 
 
 def _is_stateless(cell: Cell) -> bool:

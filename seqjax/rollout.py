@@ -1,7 +1,9 @@
 """Closed loop: `rollout` feeds each output back as the next input; `forecast` warms up first.
 
 The closed loop is one `lax.scan` over `cell.step` through the whole stack, compiled once per static
-`steps`; both work under `jax.vmap` (ensembles of params, batches of initial carries).
+`steps`; both work under `jax.vmap` (ensembles of params, batches of initial carries). A `chain(lstm,
+dense)` fed back unchanged runs the same steps in one native CPU kernel call instead
+(`seqjax.fast.native.lstm_closed_loop`; same numbers to float32 tolerance, gradients through the loop).
 """
 
 from __future__ import annotations
@@ -37,17 +39,33 @@ def _prepare(model, params, carry, x_like, steps, feedback, key, exogenous, unro
 
 
 def _closed_loop(model, params, carry, x0, steps, fb, key, exogenous, unroll):
-    """The checked loop: step on `x_i`, then `x_(i+1) = feed(y_i, key_i, exogenous[:, i])`."""
+    """The checked loop: step on `x_i`, then `x_(i+1) = feed(y_i, key_i, exogenous[:, i])`. Outputs fed back
+    unchanged run on the model's closed-loop kernel where it has one (`model.step.closed_loop`: `chain(lstm,
+    dense)` on CPU), with the gradients of the loop over `step`."""
     e_TB = None if exogenous is None else jnp.swapaxes(exogenous, 0, 1)
 
-    def body(state, inputs):
-        carry, x_t = state
-        i, e_t = inputs
-        carry, y_t = model.step(params, carry, x_t)
-        return (carry, fbk.feed(fb, y_t, fbk.step_key(key, i), e_t, x_t)), y_t
+    def by_steps(params, carry, x0):
+        def body(state, inputs):
+            carry, x_t = state
+            i, e_t = inputs
+            carry, y_t = model.step(params, carry, x_t)
+            return (carry, fbk.feed(fb, y_t, fbk.step_key(key, i), e_t, x_t)), y_t
 
-    (carry, _), ys_TB = lax.scan(body, (carry, x0), (jnp.arange(steps), e_TB), length=steps, unroll=unroll)
-    return carry, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys_TB)
+        (carry, _), ys_TB = lax.scan(body, (carry, x0), (jnp.arange(steps), e_TB), length=steps, unroll=unroll)
+        return carry, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys_TB)
+
+    kernel = getattr(model.step, "closed_loop", None)
+    if kernel is None or not fbk.is_identity(fb) or exogenous is not None:
+        return by_steps(params, carry, x0)
+
+    def on_kernel(params, carry, x0):
+        return kernel(params, carry, x0, steps)
+
+    if jax.eval_shape(on_kernel, params, carry, x0) is None:  # the kernel does not apply to these arrays
+        return by_steps(params, carry, x0)
+    run = jax.custom_vjp(on_kernel)
+    run.defvjp(lambda *args: jax.vjp(by_steps, *args), lambda vjp, cotangents: vjp(cotangents))
+    return run(params, carry, x0)
 
 
 def rollout(model: Cell, params, carry, x0, steps: int, feedback=None, *, key=None, exogenous=None,

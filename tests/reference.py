@@ -94,6 +94,20 @@ def lstm_backward(p, xs_BTF, h0, c0, dys_BTH, dh, dc):
     return grads, dh, dc, dxs
 
 
+def lstm_closed_loop(p, w_d, b_d, x0, h0, c0, steps):
+    """An LSTM and an affine head in closed loop: `h_t, c_t = lstm(x_t, ...)`, `y_t = h_t w_d + b_d`, `x_(t+1) =
+    y_t`, from `x0 [B, F]`: `(ys [B, steps, F], h, c)`, float64."""
+    p = np64(p)
+    w_d, b_d = np.asarray(w_d, np.float64), np.asarray(b_d, np.float64)
+    x, h, c = (np.asarray(a, np.float64) for a in (x0, h0, c0))
+    ys = []
+    for _ in range(steps):
+        h, c = lstm_step(p, h, c, x)
+        x = h @ w_d + b_d
+        ys.append(x)
+    return np.stack(ys, 1), h, c
+
+
 def run_gru(p, xs_BTF, h=None, reset_after=True, mask_BT=None, mm=np.matmul):
     p = np64(p)
     B, T, _ = xs_BTF.shape

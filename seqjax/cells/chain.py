@@ -133,5 +133,17 @@ def chain(*cells: Cell) -> Cell:
             i = stop
         return tuple(new_carry), xs_TB
 
+    layer_loop = getattr(cells[0].sequence, "closed_loop", None)
+    affine = getattr(cells[-1].sequence, "affine", None)
+    if n == 2 and layer_loop is not None and affine is not None:
+        def closed_loop(params, carry, x0, steps: int):
+            """`(carry, ys [B, steps, F])` of `steps` steps fed back unchanged from `x0`, on the layer's
+            closed-loop kernel with the dense head inside; None where the layer says it does not apply."""
+            w_d, b_d = affine(params[1])
+            out = layer_loop(params[0], carry[0], x0, steps, w_d, b_d)
+            return None if out is None else ((out[0], carry[1]), out[1])
+
+        step.closed_loop = closed_loop  # `sj.rollout`'s fast path (identity feedback)
+
     return Cell(init=compiled_init(init), initial_carry=initial_carry, step=step, input_spec=input_spec,
                 sample_noise=sample_noise, sequence=sequence, name="chain", config=CellConfig(parts=tuple(cells)))

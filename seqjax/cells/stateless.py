@@ -26,8 +26,9 @@ from seqjax.cell import (
 from seqjax.loop import fill_masked
 
 
-def _stateless_cell(name: str, init, apply: Callable, input_spec) -> Cell:
-    """A cell from `apply(params, x) -> y` that holds no state."""
+def _stateless_cell(name: str, init, apply: Callable, input_spec, affine: Callable | None = None) -> Cell:
+    """A cell from `apply(params, x) -> y` that holds no state. `affine(params) -> (w, b or None)` where `apply`
+    is `x w + b` in the params' dtype (a closed loop may then run it inside a recurrent layer's kernel)."""
 
     def initial_carry(batch_size, dtype=jnp.float32):
         check_size(batch_size, f"sj.{name}.initial_carry", "batch_size")
@@ -41,6 +42,8 @@ def _stateless_cell(name: str, init, apply: Callable, input_spec) -> Cell:
         return carry, fill_masked(apply(params, xs_TB), mask_TB, masked_output)
 
     sequence.pointwise = True  # each step's output depends on that step's input only (`chain` may fuse it)
+    if affine is not None:
+        sequence.affine = affine
     return Cell(init=compiled_init(init), initial_carry=initial_carry, step=step, input_spec=input_spec,
                 sample_noise=no_noise, sequence=sequence, name=name)
 
@@ -79,7 +82,11 @@ def dense(features: int, *, activation=None, use_bias: bool = True, kernel_init=
             check_param_shape(params, "b", (features,), "sj.dense")
         return InputSpec((int(w.shape[0]),))
 
-    return _stateless_cell("dense", init, apply, input_spec)
+    def affine(params):
+        return params["w"], params.get("b")
+
+    linear = activation is None or activation == "linear"
+    return _stateless_cell("dense", init, apply, input_spec, affine if linear and matmul_dtype is None else None)
 
 
 def _uniform_symmetric(limit):

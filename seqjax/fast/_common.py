@@ -60,7 +60,9 @@ class NativeLayer(NamedTuple):
     - `forward(w, carry, xs_TB, plan, batch_major) -> (carry, ys_TB)`: evaluation;
     - `train(w, carry, xs_TB, plan, batch_major) -> ((carry, ys_TB), saved)`: the forward pass of a gradient;
     - `backward(saved, d_carry, dys_TB, plan, batch_major) -> (g, d_carry, dxs_TB)`: its backward pass (`g`:
-      `engine.Weights`), with the `batch_major` its `train` call had.
+      `engine.Weights`), with the `batch_major` its `train` call had;
+    - `closed_loop(w, carry, x0, steps, w_d, b_d, plan) -> (carry, ys [B, steps, F])` (or None): `steps`
+      steps in closed loop through the layer and the affine head `y = h w_d + b_d`, each `y` the next input.
 
     `batch_major`: the kernels keep the outputs `[B, T, H]` (`ys_TB` their transpose, which `scan`'s
     transpose back cancels), else `[T, B, H]` (for a head, which takes them so).
@@ -69,6 +71,7 @@ class NativeLayer(NamedTuple):
     forward: Callable
     train: Callable
     backward: Callable
+    closed_loop: Callable | None = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -174,5 +177,26 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
             new_carry, ys_TB = loop(w, tuple(head_params), tuple(carry), inputs)
         return carry_type(*new_carry), ys_TB
 
+    def closed_loop(params, carry, x0, steps: int, w_d, b_d):
+        """`(carry, ys [B, steps, F])`: `steps` closed-loop steps from `x0 [B, F]` through the layer and the
+        affine head `y = h w_d + b_d` (`w_d [H, F]`, `b_d [F]` or None), each `y` fed back as the next input,
+        on `native_layer.closed_loop`; None where it does not apply (other maths, mixed precision, not all
+        float32, the plan or the machine without the kernel)."""
+        arrays = [params[n] for n in param_names] + list(carry) + [x0, w_d] + ([] if b_d is None else [b_d])
+        if (not maths_supported or matmul_dtype is not None
+                or any(jnp.result_type(a) != jnp.float32 for a in arrays)):
+            return None
+        batch, features = x0.shape
+        plan = plan_for(batch, steps, features, carry[0].shape[-1], maths.name)
+        if not plan.native_closed_loop or not native.available():
+            return None
+        names = tuple(param_names) + (None,) * (4 - len(param_names))
+        w = engine.Weights(*(None if n is None else params[n] for n in names))
+        b_d = jnp.zeros(w_d.shape[-1], w_d.dtype) if b_d is None else b_d
+        new_carry, ys = native_layer.closed_loop(w, tuple(carry), x0, steps, w_d, b_d, plan)
+        return carry_type(*new_carry), ys
+
     sequence.takes_head = True
+    if native_layer is not None and native_layer.closed_loop is not None:
+        sequence.closed_loop = closed_loop  # `chain` of this layer and a dense head gives it to `sj.rollout`
     return sequence

@@ -68,7 +68,13 @@ def _native_backward(saved, d_carry, dys_TB, plan, batch_major=True):
     return Weights(dw_x, dw_h, db, None), d_carry, dxs
 
 
-NATIVE = NativeLayer(_native_forward, _native_train, _native_backward)
+def _native_closed_loop(w, carry, x0, steps, w_d, b_d, plan):
+    """`steps` closed-loop steps of the layer and the affine head `(w_d, b_d)` on the native kernel:
+    `((h, c), ys [B, steps, F])`."""
+    return native.lstm_closed_loop(w.w_x, w.w_h, w.b_x, *carry, x0, w_d, b_d, steps, threads=plan.native_threads)
+
+
+NATIVE = NativeLayer(_native_forward, _native_train, _native_backward, _native_closed_loop)
 
 
 def lstm_sequence(step, initial_carry, *, activation, recurrent_activation, carry_type, matmul_dtype=None):

@@ -12,7 +12,8 @@ It is a fast path, never a requirement: where it cannot be built (no compiler, a
 off (`SEQJAX_NATIVE=0`), `available()` is False, `unavailable_reason()` says why, and the LSTM runs the
 engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance. Evaluation runs
 `lstm_forward`; training runs `lstm_forward_train` (which also keeps every step's `c`) and `lstm_backward`
-(which recomputes each step's gates from the kept outputs). `SEQJAX_NATIVE_THREADS` caps the cores they use.
+(which recomputes each step's gates from the kept outputs); `sj.rollout` of an LSTM with a dense head runs
+`lstm_closed_loop`. `SEQJAX_NATIVE_THREADS` caps the cores they use.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
 TARGET = "seqjax_lstm_forward"
 TARGET_TRAIN = "seqjax_lstm_forward_train"
 TARGET_BACKWARD = "seqjax_lstm_backward"
+TARGET_CLOSED_LOOP = "seqjax_lstm_closed_loop"
 _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
-            TARGET_BACKWARD: "SeqjaxLstmBackward"}
+            TARGET_BACKWARD: "SeqjaxLstmBackward", TARGET_CLOSED_LOOP: "SeqjaxLstmClosedLoop"}
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
 _registered: list = []  # the library registered with XLA
@@ -216,3 +218,20 @@ def lstm_backward(w_x, w_h, b, h, c, xs_TB, ys, cs, dys, dh, dc, *, batch_major:
     dxs, dw, dbias, dh0, dc0 = call(xs_TB, w, _transposed(w, features, hidden), bias, h, c, ys, cs, dys, dh, dc,
                                     batch_major=batch_major, threads=np.int64(threads))
     return unpack(dw, dbias, features), (dh0, dc0), dxs
+
+
+def lstm_closed_loop(w_x, w_h, b, h, c, x0, w_d, b_d, steps: int, *, threads: int = 0):
+    """`((h, c), ys [B, steps, F])`: `steps` closed-loop steps of an LSTM layer and an affine head from `x0
+    [B, F]` and the carry `h, c [B, H]`, float32: `h_t, c_t = lstm(x_t, h_(t-1), c_(t-1))`, `y_t = h_t w_d +
+    b_d` (`w_d [H, F]`, `b_d [F]`), `x_(t+1) = y_t`. The final carry has consumed `x_0 .. x_(steps-1)`."""
+    _require(TARGET_CLOSED_LOOP)
+    batch, features = x0.shape
+    hidden = w_h.shape[0]
+    w, bias = pack(w_x, w_h, b)
+    pad = -features % 16  # the kernel's head columns: a multiple of 16
+    state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
+    ys = jax.ShapeDtypeStruct((batch, steps, features), jnp.float32)
+    call = jax.ffi.ffi_call(TARGET_CLOSED_LOOP, (ys, state, state), vmap_method="sequential")
+    ys, h, c = call(x0[None], w, bias, h, c, jnp.pad(w_d, ((0, 0), (0, pad))), jnp.pad(b_d, (0, pad)),
+                    threads=np.int64(threads))
+    return (h, c), ys

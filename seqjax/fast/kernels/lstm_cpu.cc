@@ -31,8 +31,11 @@
 #include <vector>
 
 #if defined(__linux__)
+#include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include "xla/ffi/api/ffi.h"
@@ -96,16 +99,48 @@ inline void advise_huge_pages(void* p, int64_t bytes) {
 }
 
 // ---- threads -------------------------------------------------------------------------------------------
+// Sleeps while *word == value (Linux futex; elsewhere yields), and wakes all sleepers on word.
+inline void sleep_while(std::atomic<int>* word, int value) {
+#if defined(__linux__)
+  syscall(SYS_futex, reinterpret_cast<int*>(word), FUTEX_WAIT_PRIVATE, value, nullptr, nullptr, 0);
+#else
+  (void)word;
+  (void)value;
+  std::this_thread::yield();
+#endif
+}
+inline void wake_all(std::atomic<int>* word) {
+#if defined(__linux__)
+  syscall(SYS_futex, reinterpret_cast<int*>(word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+#else
+  (void)word;
+#endif
+}
+
+// The threads of one call meet here once per step. A waiter spins for up to ~20 us (a step's wait is
+// normally shorter), then sleeps: when another process's thread has taken the core of the thread being
+// waited for, the spinning waiter would hold the other core for the rest of a scheduler slice (ms), while a
+// sleeping one frees it for that thread.
 class SpinBarrier {
  public:
   explicit SpinBarrier(int n) : n_(n) {}
   void wait() {
-    int gen = gen_.load(std::memory_order_acquire);
+    const int gen = gen_.load(std::memory_order_acquire);
     if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
       count_.store(0, std::memory_order_relaxed);
-      gen_.fetch_add(1, std::memory_order_release);
-    } else {
-      while (gen_.load(std::memory_order_acquire) == gen) cpu_relax();
+      gen_.fetch_add(1, std::memory_order_seq_cst);
+      if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all(&gen_);
+      return;
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+    for (int spin = 1; gen_.load(std::memory_order_acquire) == gen; ++spin) {
+      cpu_relax();
+      if ((spin & 255) == 0 && std::chrono::steady_clock::now() > until) {
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        while (gen_.load(std::memory_order_seq_cst) == gen) sleep_while(&gen_, gen);
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        return;
+      }
     }
   }
 
@@ -113,6 +148,7 @@ class SpinBarrier {
   int n_;
   std::atomic<int> count_{0};
   std::atomic<int> gen_{0};
+  std::atomic<int> sleepers_{0};
 };
 
 // Persistent worker threads, one per core besides the caller's (SEQJAX_NATIVE_THREADS: cores to use).
@@ -276,6 +312,28 @@ inline void activate(vf (&z)[4]) {
   z[3] = vsigmoid(z[3]);
 }
 
+// One LSTM step for rows b0..b0+MR-1 of group g: from x rows at `x` (stride F) and h_prev [B, H], c updated in
+// place and h_next written ([B, H] each); then out(b, h, c) with each row's new h and c (the group's 16 units).
+template <int MR, class Out>
+inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev, const float* w, const float* bias,
+                      float* c, float* h_next, int64_t g, int64_t b0, Out&& out) {
+  vf z[MR][4];
+  preactivations<MR>(F, H, x, h_prev + b0 * H, H, w, bias, g, z);
+  const int64_t u0 = g * U;
+  const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+  for (int r = 0; r < MR; ++r) {
+    const int64_t b = b0 + r;
+    activate(z[r]);
+    const vf i = z[r][0], f = z[r][1], gg = z[r][2], o = z[r][3];
+    float* cb = c + b * H + u0;
+    vf cn = f * load_part(cb, valid) + i * gg;
+    vf hv = o * vtanh(cn);
+    store_part(cb, cn, valid);
+    store_part(h_next + b * H + u0, hv, valid);
+    out(b, hv, cn);
+  }
+}
+
 // One LSTM layer over time. xs [T, B, F]; w [G, F + H, 64] (packed [w_x; w_h]); bias [G * 64];
 // ys [B, T, H] (batch_major) or [T, B, H]; h, c: the carry, updated in place ([B, H] each); hbuf [2, B, H]
 // scratch; cs (or null): every step's c, laid out as ys (for the backward pass).
@@ -288,25 +346,14 @@ struct Forward {
 
   template <int MR>
   void rows(int64_t t, int64_t g, int64_t b0) const {
-    const float* h_prev = hbuf + (t % 2) * B * H;
-    float* h_next = hbuf + ((t + 1) % 2) * B * H;
-    vf z[MR][4];
-    preactivations<MR>(F, H, xs + (t * B + b0) * F, h_prev + b0 * H, H, w, bias, g, z);
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
-    for (int r = 0; r < MR; ++r) {
-      const int64_t b = b0 + r;
-      activate(z[r]);
-      const vf i = z[r][0], f = z[r][1], gg = z[r][2], o = z[r][3];
-      float* cb = c + b * H + u0;
-      const int64_t y = (batch_major ? b * T + t : t * B + b) * H + u0;
-      vf cn = f * load_part(cb, valid) + i * gg;
-      vf hv = o * vtanh(cn);
-      store_part(cb, cn, valid);
-      store_part(h_next + b * H + u0, hv, valid);
-      store_part(ys + y, hv, valid);
-      if (cs) store_part(cs + y, cn, valid);
-    }
+    cell_rows<MR>(F, H, xs + (t * B + b0) * F, hbuf + (t % 2) * B * H, w, bias, c, hbuf + ((t + 1) % 2) * B * H,
+                  g, b0, [&](int64_t b, vf hv, vf cn) {
+                    const int64_t y = (batch_major ? b * T + t : t * B + b) * H + u0;
+                    store_part(ys + y, hv, valid);
+                    if (cs) store_part(cs + y, cn, valid);
+                  });
   }
 
   void run() {
@@ -324,6 +371,69 @@ struct Forward {
       }
     });
     std::memcpy(h, hbuf + (T % 2) * B * H, B * H * sizeof(float));
+  }
+};
+
+// The closed loop of an LSTM layer and an affine head whose output is the next input: from x_0 [B, F], for
+// t = 0..S-1: h_t, c_t = lstm(x_t, h_{t-1}, c_{t-1}), y_t = h_t wd + bd, x_{t+1} = y_t. ys [B, S, F]; wd
+// [H, FP] and bd [FP]: the head's weights, their columns padded with zeros to FP, a multiple of 16. A thread
+// owns groups of units as in `Forward`; after the step's one barrier every thread forms all of y_t itself
+// (a product H / (4 (F + H)) the size of the step's) into its own copy of x, so that no second barrier is
+// needed; the first thread also writes y_t to ys.
+struct ClosedLoop {
+  int64_t S, B, F, H, G, FP;
+  const float *x0, *w, *bias, *wd, *bd;
+  float *ys, *h, *c, *hbuf;
+  int threads;
+
+  // y = h wd + bd for rows b0..b0+MR-1 into x (stride F), and into ys[:, t] when `write`
+  template <int MR>
+  void head(const float* hs, int64_t b0, float* x, int64_t t, bool write) const {
+    for (int64_t v0 = 0; v0 < FP / L; v0 += 4) {
+      const int64_t nv = std::min<int64_t>(4, FP / L - v0);
+      vf acc[MR][4];
+      for (int r = 0; r < MR; ++r)
+        for (int j = 0; j < nv; ++j) acc[r][j] = load(bd + (v0 + j) * L);
+      switch (nv) {
+        case 4: gemm_acc<MR, 4>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
+        case 3: gemm_acc<MR, 3>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
+        case 2: gemm_acc<MR, 2>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
+        default: gemm_acc<MR, 1>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
+      }
+      for (int r = 0; r < MR; ++r)
+        for (int j = 0; j < nv; ++j) {
+          const int64_t col = (v0 + j) * L, b = b0 + r;
+          const int valid = static_cast<int>(std::min<int64_t>(L, F - col));
+          if (valid <= 0) continue;
+          store_part(x + b * F + col, acc[r][j], valid);
+          if (write) store_part(ys + (b * S + t) * F + col, acc[r][j], valid);
+        }
+    }
+  }
+
+  void run() {
+    std::memcpy(hbuf, h, B * H * sizeof(float));
+    Pool& pool = Pool::get();
+    int n = static_cast<int>(std::min<int64_t>(threads > 0 ? threads : pool.max_threads(), G));
+    const int64_t xstride = (B * F + L - 1) / L * L + L;  // each thread's x, a cache line apart at least
+    std::vector<float> xbuf(n * xstride);
+    SpinBarrier barrier(n);
+    pool.run(n, [&](int id, int m) {
+      float* x = xbuf.data() + id * xstride;
+      std::memcpy(x, x0, B * F * sizeof(float));
+      int64_t g0 = G * id / m, g1 = G * (id + 1) / m;
+      for (int64_t t = 0; t < S; ++t) {
+        const float* h_prev = hbuf + (t % 2) * B * H;
+        float* h_next = hbuf + ((t + 1) % 2) * B * H;
+        for (int64_t g = g0; g < g1; ++g)
+          by_rows(B, [&](auto mr, int64_t b0) {
+            cell_rows<mr.value>(F, H, x + b0 * F, h_prev, w, bias, c, h_next, g, b0, [](int64_t, vf, vf) {});
+          });
+        if (m > 1) barrier.wait();
+        by_rows(B, [&](auto mr, int64_t b0) { head<mr.value>(h_next, b0, x, t, id == 0); });
+      }
+    });
+    std::memcpy(h, hbuf + (S % 2) * B * H, B * H * sizeof(float));
   }
 };
 
@@ -464,6 +574,18 @@ ffi::Error wrong_weights(const char* name) {
   return ffi::Error::InvalidArgument(std::string(name) + ": packed weights of the wrong shape");
 }
 
+// Runs the recurrence `k` (Forward or ClosedLoop, its h and c set) from the carry h0, c0, with its [2, B, H]
+// scratch for h.
+template <class Kernel>
+ffi::Error run_from(Kernel& k, F32& h0, F32& c0) {
+  std::memcpy(k.h, h0.typed_data(), k.B * k.H * sizeof(float));
+  std::memcpy(k.c, c0.typed_data(), k.B * k.H * sizeof(float));
+  std::vector<float> hbuf(2 * k.B * k.H);
+  k.hbuf = hbuf.data();
+  k.run();
+  return ffi::Error::Success();
+}
+
 ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, F32& c0, float* ys, float* cs, float* h,
                    float* c, bool batch_major, int64_t threads) {
   Dims d;
@@ -478,12 +600,7 @@ ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, F32& c
   fw.cs = cs;
   fw.h = h;
   fw.c = c;
-  std::memcpy(h, h0.typed_data(), fw.B * fw.H * sizeof(float));
-  std::memcpy(c, c0.typed_data(), fw.B * fw.H * sizeof(float));
-  std::vector<float> hbuf(2 * fw.B * fw.H);
-  fw.hbuf = hbuf.data();
-  fw.run();
-  return ffi::Error::Success();
+  return run_from(fw, h0, c0);
 }
 
 ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out h, Out c, bool batch_major,
@@ -531,6 +648,30 @@ ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32
   return ffi::Error::Success();
 }
 
+// x0 [1, B, F]: the first input as a sequence of one step (for `dims_of`)
+ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out h, Out c,
+                              int64_t threads) {
+  Dims d;
+  if (!dims_of(x0, w, bias, h0, d) || d.T != 1) return wrong_weights("seqjax_lstm_closed_loop");
+  auto yd = ys->dimensions();
+  if (yd.size() != 3 || yd[0] != d.B || yd[2] != d.F)
+    return ffi::Error::InvalidArgument("seqjax_lstm_closed_loop: outputs of the wrong shape");
+  ClosedLoop cl{yd[1], d.B, d.F, d.H, d.G, (d.F + L - 1) / L * L};
+  if (wd.dimensions().size() != 2 || wd.dimensions()[0] != cl.H || wd.dimensions()[1] != cl.FP ||
+      static_cast<int64_t>(bd.element_count()) != cl.FP)
+    return ffi::Error::InvalidArgument("seqjax_lstm_closed_loop: head weights of the wrong shape");
+  cl.threads = static_cast<int>(threads);
+  cl.x0 = x0.typed_data();
+  cl.w = w.typed_data();
+  cl.bias = bias.typed_data();
+  cl.wd = wd.typed_data();
+  cl.bd = bd.typed_data();
+  cl.ys = ys->typed_data();
+  cl.h = h->typed_data();
+  cl.c = c->typed_data();
+  return run_from(cl, h0, c0);
+}
+
 // The forward kernels' arguments: xs, w, bias, h0, c0.
 auto forward_arguments() {
   return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>();
@@ -555,3 +696,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+
+// arguments x0 [1, B, F], w, bias, h0, c0, wd, bd; results ys [B, S, F], h, c
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmClosedLoop, LstmClosedLoopImpl,
+                              forward_arguments().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<int64_t>("threads"));
