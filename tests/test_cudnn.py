@@ -85,7 +85,7 @@ def test_cudnn_lstm_runs_the_cells_own_path_where_cudnn_is_not_available():
     got, want = sj.scan(fast, params, start, xs), sj.scan(model, params, start, xs)
     for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want)):  # the dense runs after the layer here,
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)  # inside the fast path's loop there
-    # rollout steps through the same `step`
+    # rollout is the cell's (the same `step`, and on CPU the same closed-loop kernel)
     np.testing.assert_array_equal(sj.rollout(fast, params, start, xs[:, 0], 3)[1],
                                   sj.rollout(model, params, start, xs[:, 0], 3)[1])
 

@@ -113,4 +113,6 @@ def cudnn_lstm(cell: Cell) -> Cell:
         inputs = xs_TB * noise["x"] if noise is not None and "x" in noise else xs_TB  # as the step applies it
         return layer_sequence(params, carry, inputs, cudnn_call)
 
+    if getattr(cell.sequence, "closed_loop", None) is not None:
+        sequence.closed_loop = cell.sequence.closed_loop  # `rollout` of a chain with a dense head: the cell's
     return cell._replace(sequence=sequence)
