@@ -495,6 +495,9 @@ def rollout_variants(problem):
         return lambda: predict(params, context)
 
     out["sj.scan + sj.rollout (kept)"] = readme(model)
+    # the same model without `step.closed_loop`: `sj.rollout` steps through `step` (one lax.scan)
+    out["  ... the closed loop over `step`, not the closed-loop kernel"] = readme(
+        model._replace(step=lambda *args, **kwargs: model.step(*args, **kwargs)))
     for u in (2, 4, 8):
         @jax.jit
         def unrolled(params, context, u=u):

@@ -31,11 +31,8 @@
 #include <vector>
 
 #if defined(__linux__)
-#include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 #include "xla/ffi/api/ffi.h"
@@ -99,48 +96,16 @@ inline void advise_huge_pages(void* p, int64_t bytes) {
 }
 
 // ---- threads -------------------------------------------------------------------------------------------
-// Sleeps while *word == value (Linux futex; elsewhere yields), and wakes all sleepers on word.
-inline void sleep_while(std::atomic<int>* word, int value) {
-#if defined(__linux__)
-  syscall(SYS_futex, reinterpret_cast<int*>(word), FUTEX_WAIT_PRIVATE, value, nullptr, nullptr, 0);
-#else
-  (void)word;
-  (void)value;
-  std::this_thread::yield();
-#endif
-}
-inline void wake_all(std::atomic<int>* word) {
-#if defined(__linux__)
-  syscall(SYS_futex, reinterpret_cast<int*>(word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
-#else
-  (void)word;
-#endif
-}
-
-// The threads of one call meet here once per step. A waiter spins for up to ~20 us (a step's wait is
-// normally shorter), then sleeps: when another process's thread has taken the core of the thread being
-// waited for, the spinning waiter would hold the other core for the rest of a scheduler slice (ms), while a
-// sleeping one frees it for that thread.
 class SpinBarrier {
  public:
   explicit SpinBarrier(int n) : n_(n) {}
   void wait() {
-    const int gen = gen_.load(std::memory_order_acquire);
+    int gen = gen_.load(std::memory_order_acquire);
     if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
       count_.store(0, std::memory_order_relaxed);
-      gen_.fetch_add(1, std::memory_order_seq_cst);
-      if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all(&gen_);
-      return;
-    }
-    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
-    for (int spin = 1; gen_.load(std::memory_order_acquire) == gen; ++spin) {
-      cpu_relax();
-      if ((spin & 255) == 0 && std::chrono::steady_clock::now() > until) {
-        sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        while (gen_.load(std::memory_order_seq_cst) == gen) sleep_while(&gen_, gen);
-        sleepers_.fetch_sub(1, std::memory_order_relaxed);
-        return;
-      }
+      gen_.fetch_add(1, std::memory_order_release);
+    } else {
+      while (gen_.load(std::memory_order_acquire) == gen) cpu_relax();
     }
   }
 
@@ -148,7 +113,6 @@ class SpinBarrier {
   int n_;
   std::atomic<int> count_{0};
   std::atomic<int> gen_{0};
-  std::atomic<int> sleepers_{0};
 };
 
 // Persistent worker threads, one per core besides the caller's (SEQJAX_NATIVE_THREADS: cores to use).
