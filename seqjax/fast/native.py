@@ -223,15 +223,20 @@ def lstm_backward(w_x, w_h, b, h, c, xs_TB, ys, cs, dys, dh, dc, *, batch_major:
 def lstm_closed_loop(w_x, w_h, b, h, c, x0, w_d, b_d, steps: int, *, threads: int = 0):
     """`((h, c), ys [B, steps, F])`: `steps` closed-loop steps of an LSTM layer and an affine head from `x0
     [B, F]` and the carry `h, c [B, H]`, float32: `h_t, c_t = lstm(x_t, h_(t-1), c_(t-1))`, `y_t = h_t w_d +
-    b_d` (`w_d [H, F]`, `b_d [F]`), `x_(t+1) = y_t`. The final carry has consumed `x_0 .. x_(steps-1)`."""
+    b_d` (`w_d [H, F]`, `b_d [F]`), `x_(t+1) = y_t`. The final carry has consumed `x_0 .. x_(steps-1)`.
+
+    After the first step the fed-back input's projection is folded into the recurrent one (`x_(t+1) w_x =
+    h_t (w_d w_x) + b_d w_x`): the same maths in another order of float32 roundings, one `[B, H] x [H, 4H]`
+    matmul a step instead of `[B, F + H] x [F + H, 4H]` and the head's product off the recurrence."""
     _require(TARGET_CLOSED_LOOP)
     batch, features = x0.shape
     hidden = w_h.shape[0]
     w, bias = pack(w_x, w_h, b)
+    w_folded, bias_folded = pack(jnp.zeros((0, w_h.shape[1]), w_h.dtype), w_h + w_d @ w_x, b + b_d @ w_x)
     pad = -features % 16  # the kernel's head columns: a multiple of 16
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, steps, features), jnp.float32)
     call = jax.ffi.ffi_call(TARGET_CLOSED_LOOP, (ys, state, state), vmap_method="sequential")
-    ys, h, c = call(x0[None], w, bias, h, c, jnp.pad(w_d, ((0, 0), (0, pad))), jnp.pad(b_d, (0, pad)),
-                    threads=np.int64(threads))
+    ys, h, c = call(x0[None], w, bias, h, c, w_folded, bias_folded, jnp.pad(w_d, ((0, 0), (0, pad))),
+                    jnp.pad(b_d, (0, pad)), threads=np.int64(threads))
     return (h, c), ys

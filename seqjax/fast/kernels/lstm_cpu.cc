@@ -340,19 +340,20 @@ struct Forward {
 
 // The closed loop of an LSTM layer and an affine head whose output is the next input: from x_0 [B, F], for
 // t = 0..S-1: h_t, c_t = lstm(x_t, h_{t-1}, c_{t-1}), y_t = h_t wd + bd, x_{t+1} = y_t. ys [B, S, F]; wd
-// [H, FP] and bd [FP]: the head's weights, their columns padded with zeros to FP, a multiple of 16. A thread
-// owns groups of units as in `Forward`; after the step's one barrier every thread forms all of y_t itself
-// (a product H / (4 (F + H)) the size of the step's) into its own copy of x, so that no second barrier is
-// needed; the first thread also writes y_t to ys.
+// [H, FP] and bd [FP]: the head's weights, their columns padded with zeros to FP, a multiple of 16. After the
+// first step the input projection of the fed-back output is folded into the recurrent one: x_{t+1} w_x =
+// h_t (wd w_x) + bd w_x, so steps 1..S-1 run an LSTM without inputs on wf ([G, H, 64]: w_h + wd w_x, packed)
+// and biasf (b + bd w_x), and y_t leaves the recurrence: after the step's one barrier each thread forms the
+// outputs of its share of the batch rows. A thread owns groups of units as in `Forward`.
 struct ClosedLoop {
   int64_t S, B, F, H, G, FP;
-  const float *x0, *w, *bias, *wd, *bd;
+  const float *x0, *w, *bias, *wf, *biasf, *wd, *bd;
   float *ys, *h, *c, *hbuf;
   int threads;
 
-  // y = h wd + bd for rows b0..b0+MR-1 into x (stride F), and into ys[:, t] when `write`
+  // ys[b, t] = h_t[b] wd + bd for rows b0..b0+MR-1
   template <int MR>
-  void head(const float* hs, int64_t b0, float* x, int64_t t, bool write) const {
+  void outputs(const float* hs, int64_t b0, int64_t t) const {
     for (int64_t v0 = 0; v0 < FP / L; v0 += 4) {
       const int64_t nv = std::min<int64_t>(4, FP / L - v0);
       vf acc[MR][4];
@@ -366,11 +367,8 @@ struct ClosedLoop {
       }
       for (int r = 0; r < MR; ++r)
         for (int j = 0; j < nv; ++j) {
-          const int64_t col = (v0 + j) * L, b = b0 + r;
-          const int valid = static_cast<int>(std::min<int64_t>(L, F - col));
-          if (valid <= 0) continue;
-          store_part(x + b * F + col, acc[r][j], valid);
-          if (write) store_part(ys + (b * S + t) * F + col, acc[r][j], valid);
+          const int64_t col = (v0 + j) * L;
+          store_part(ys + ((b0 + r) * S + t) * F + col, acc[r][j], static_cast<int>(std::min<int64_t>(L, F - col)));
         }
     }
   }
@@ -379,22 +377,22 @@ struct ClosedLoop {
     std::memcpy(hbuf, h, B * H * sizeof(float));
     Pool& pool = Pool::get();
     int n = static_cast<int>(std::min<int64_t>(threads > 0 ? threads : pool.max_threads(), G));
-    const int64_t xstride = (B * F + L - 1) / L * L + L;  // each thread's x, a cache line apart at least
-    std::vector<float> xbuf(n * xstride);
     SpinBarrier barrier(n);
     pool.run(n, [&](int id, int m) {
-      float* x = xbuf.data() + id * xstride;
-      std::memcpy(x, x0, B * F * sizeof(float));
-      int64_t g0 = G * id / m, g1 = G * (id + 1) / m;
+      const int64_t g0 = G * id / m, g1 = G * (id + 1) / m;  // the units this thread updates
+      const int64_t r0 = B * id / m, r1 = B * (id + 1) / m;  // the rows whose outputs it forms
       for (int64_t t = 0; t < S; ++t) {
         const float* h_prev = hbuf + (t % 2) * B * H;
         float* h_next = hbuf + ((t + 1) % 2) * B * H;
         for (int64_t g = g0; g < g1; ++g)
           by_rows(B, [&](auto mr, int64_t b0) {
-            cell_rows<mr.value>(F, H, x + b0 * F, h_prev, w, bias, c, h_next, g, b0, [](int64_t, vf, vf) {});
+            if (t == 0)
+              cell_rows<mr.value>(F, H, x0 + b0 * F, h_prev, w, bias, c, h_next, g, b0, [](int64_t, vf, vf) {});
+            else
+              cell_rows<mr.value>(0, H, nullptr, h_prev, wf, biasf, c, h_next, g, b0, [](int64_t, vf, vf) {});
           });
         if (m > 1) barrier.wait();
-        by_rows(B, [&](auto mr, int64_t b0) { head<mr.value>(h_next, b0, x, t, id == 0); });
+        by_rows(r1 - r0, [&](auto mr, int64_t b) { outputs<mr.value>(h_next, r0 + b, t); });
       }
     });
     std::memcpy(h, hbuf + (S % 2) * B * H, B * H * sizeof(float));
@@ -613,8 +611,8 @@ ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32
 }
 
 // x0 [1, B, F]: the first input as a sequence of one step (for `dims_of`)
-ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out h, Out c,
-                              int64_t threads) {
+ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys,
+                              Out h, Out c, int64_t threads) {
   Dims d;
   if (!dims_of(x0, w, bias, h0, d) || d.T != 1) return wrong_weights("seqjax_lstm_closed_loop");
   auto yd = ys->dimensions();
@@ -624,7 +622,12 @@ ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F
   if (wd.dimensions().size() != 2 || wd.dimensions()[0] != cl.H || wd.dimensions()[1] != cl.FP ||
       static_cast<int64_t>(bd.element_count()) != cl.FP)
     return ffi::Error::InvalidArgument("seqjax_lstm_closed_loop: head weights of the wrong shape");
+  if (wf.dimensions().size() != 3 || wf.dimensions()[0] != cl.G || wf.dimensions()[1] != cl.H ||
+      wf.dimensions()[2] != GW || static_cast<int64_t>(biasf.element_count()) != cl.G * GW)
+    return ffi::Error::InvalidArgument("seqjax_lstm_closed_loop: folded weights of the wrong shape");
   cl.threads = static_cast<int>(threads);
+  cl.wf = wf.typed_data();
+  cl.biasf = biasf.typed_data();
   cl.x0 = x0.typed_data();
   cl.w = w.typed_data();
   cl.bias = bias.typed_data();
@@ -661,7 +664,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
-// arguments x0 [1, B, F], w, bias, h0, c0, wd, bd; results ys [B, S, F], h, c
+// arguments x0 [1, B, F], w, bias, h0, c0, wf, biasf, wd, bd; results ys [B, S, F], h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmClosedLoop, LstmClosedLoopImpl,
-                              forward_arguments().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                              forward_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<int64_t>("threads"));
