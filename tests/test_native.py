@@ -266,19 +266,65 @@ def test_a_sequence_in_chunks_with_the_carry_passed_on_equals_the_whole(monkeypa
     np.testing.assert_allclose(carry.c, whole_carry.c, atol=1e-6)
 
 
-def test_chain_with_a_head_and_one_input_feature(monkeypatch):
-    """`chain(lstm, dense)` on the kernel (the head over its outputs), one input feature (the engine's empty
-    second feature reaches the kernel): the float64 reference of the layer and the dense."""
-    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: NATIVE)
+def _calls(text: str, target: str) -> bool:
+    """Whether lowered StableHLO `text` calls the custom call `target` (not one whose name it begins)."""
+    return f"@{target}(" in text
+
+
+@pytest.mark.parametrize("b, t, f, h, out", [(7, 9, 3, 5, 1), (13, 4, 2, 37, 17), (6, 1, 4, 32, 70),
+                                             (20, 6, 3, 48, 16)])
+@pytest.mark.parametrize("batch_major", [True, False])
+@pytest.mark.parametrize("threads", [0, 1])
+def test_kernel_with_the_head_inside_matches_float64_numpy(b, t, f, h, out, batch_major, threads):
+    """`lstm_forward_head`: the layer's float64 reference followed by the affine head, only its outputs
+    written (head widths of one feature, past one 16-lane vector and past one tile of four vectors)."""
+    params, xs, h0, c0 = _inputs(b, t, f, h)
+    rng = np.random.default_rng(7)
+    w_d, b_d = (jnp.asarray(rng.normal(0, 0.5, s), jnp.float32) for s in ((h, out), (out,)))
+    run = jax.jit(lambda p, h0, c0, xs, w_d, b_d: native.lstm_forward_head(
+        p["w_x"], p["w_h"], p["b"], h0, c0, jnp.swapaxes(xs, 0, 1), w_d, b_d, batch_major=batch_major,
+        threads=threads))
+    (h_k, c_k), ys = run(params, h0, c0, xs, w_d, b_d)
+    hs, h_ref, c_ref = ref.run_lstm(params, np.asarray(xs), h0, c0)
+    assert ys.shape == ((b, t, out) if batch_major else (t, b, out))
+    want = hs @ np.asarray(w_d, np.float64) + np.asarray(b_d, np.float64)
+    np.testing.assert_allclose(ys if batch_major else np.swapaxes(ys, 0, 1), want, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(h_k, h_ref, atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(c_k, c_ref, atol=4e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("plan", [NATIVE, Plan(native=True)])
+def test_chain_with_a_head_and_one_input_feature(plan, monkeypatch):
+    """`chain(lstm, dense)` evaluated runs the dense inside the kernel (whether or not the plan would write
+    the layer's outputs for a head), one input feature (the engine's empty second feature reaches the
+    kernel): the float64 reference of the layer and the dense."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: plan)
     model = sj.chain(sj.lstm(18), sj.dense(1))
     params = model.init(jax.random.key(3), 1)
     xs = jnp.asarray(np.random.default_rng(4).normal(size=(4, 10, 1)), jnp.float32)
     run = jax.jit(lambda p, x: sj.scan(model, p, model.initial_carry(4), x)[1])
-    assert native.TARGET in run.lower(params, xs).as_text()
+    assert _calls(run.lower(params, xs).as_text(), native.TARGET_HEAD)
     layer, head = params
     hs, _, _ = ref.run_lstm(layer, np.asarray(xs))
     np.testing.assert_allclose(run(params, xs), hs @ np.asarray(head["w"], np.float64) + np.asarray(head["b"]),
                                atol=3e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dense", ["activation", "no bias"])
+def test_heads_the_kernel_does_not_run_inside(dense, monkeypatch):
+    """A dense with an activation runs after the layer's kernel (which writes the layer's outputs); one without
+    a bias runs inside it. Both give the reference loop's numbers."""
+    monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: NATIVE)
+    head = sj.dense(3, activation="tanh") if dense == "activation" else sj.dense(3, use_bias=False)
+    model = sj.chain(sj.lstm(21), head)
+    params = model.init(jax.random.key(5), 4)
+    xs = jnp.asarray(np.random.default_rng(6).normal(size=(5, 7, 4)), jnp.float32)
+    run = lambda m: jax.jit(lambda p, x: sj.scan(m, p, m.initial_carry(5), x)[1])  # noqa: E731
+    text = run(model).lower(params, xs).as_text()
+    assert _calls(text, native.TARGET_HEAD) == (dense == "no bias")
+    assert _calls(text, native.TARGET) == (dense == "activation")
+    slow = sj.chain(sj.lstm(21)._replace(sequence=None), head)
+    np.testing.assert_allclose(run(model)(params, xs), run(slow)(params, xs), atol=2e-6, rtol=1e-5)
 
 
 def test_vmap_of_scan_on_the_kernel(monkeypatch):

@@ -35,8 +35,10 @@ def _output_spec(cell: Cell, params, spec: InputSpec) -> InputSpec:
 def _head(parts: tuple) -> Head:
     """The stateless `parts` as one head: a chain of them, per step and over a whole `[T, B, ...]` sequence."""
     stack, carry = chain(*parts), ((),) * len(parts)
+    affine = getattr(parts[0].sequence, "affine", None) if len(parts) == 1 else None
     return Head(step=lambda params, y_t: stack.step(params, carry, y_t)[1],
-                sequence=lambda params, ys_TB: stack.sequence(params, carry, ys_TB)[1])
+                sequence=lambda params, ys_TB: stack.sequence(params, carry, ys_TB)[1],
+                affine=None if affine is None else lambda params: affine(params[0]))
 
 
 def _heads(cells: tuple) -> dict:

@@ -62,7 +62,9 @@ class NativeLayer(NamedTuple):
     - `backward(saved, d_carry, dys_TB, plan, batch_major) -> (g, d_carry, dxs_TB)`: its backward pass (`g`:
       `engine.Weights`), with the `batch_major` its `train` call had;
     - `closed_loop(w, carry, x0, steps, w_d, b_d, plan) -> (carry, ys [B, steps, F])` (or None): `steps`
-      steps in closed loop through the layer and the affine head `y = h w_d + b_d`, each `y` the next input.
+      steps in closed loop through the layer and the affine head `y = h w_d + b_d`, each `y` the next input;
+    - `forward_head(w, carry, xs_TB, w_d, b_d, plan) -> (carry, ys_TB)` (or None): evaluation with the affine
+      head inside, only its outputs written.
 
     `batch_major`: the kernels keep the outputs `[B, T, H]` (`ys_TB` their transpose, which `scan`'s
     transpose back cancels), else `[T, B, H]` (for a head, which takes them so).
@@ -72,12 +74,23 @@ class NativeLayer(NamedTuple):
     train: Callable
     backward: Callable
     closed_loop: Callable | None = None
+    forward_head: Callable | None = None
+
+
+def _float32_affine(head: engine.Head, head_params):
+    """`(w, b)` of a head that is one linear float32 dense (`b` zeros where it has none), else None."""
+    if head.affine is None:
+        return None
+    w, b = head.affine(head_params)
+    b = jnp.zeros(w.shape[-1], w.dtype) if b is None else b
+    return (w, b) if jnp.result_type(w) == jnp.result_type(b) == jnp.float32 else None
 
 
 @functools.lru_cache(maxsize=None)
 def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
     """The engine's loop (same arguments and results) with `layer`'s kernels where the plan says: evaluation
-    on `layer.forward` (`plan.native`, or `plan.native_head` with a head, else the engine's loop), gradients
+    on `layer.forward` (`plan.native`; with a head, `layer.forward_head` for one linear dense, else
+    `plan.native_head`, else the engine's loop), gradients
     from `layer.train` and `layer.backward` (`plan.native_train`, else the engine's forward and backward
     passes). With a head, the head runs over all steps after the layer, and its VJP before the layer's."""
     engine_loop = _loop(maths, plan, head)
@@ -88,6 +101,9 @@ def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
             return layer.forward(w, carry, xs_TB, plan, True) if on_kernel else engine_loop(w, carry, xs_TB)
     else:
         def evaluate(w, head_params, carry, xs_TB):
+            affine = _float32_affine(head, head_params) if plan.native and layer.forward_head else None
+            if affine is not None:  # the head inside the kernel: only its outputs are written
+                return layer.forward_head(w, carry, xs_TB, *affine, plan)
             if not on_kernel:
                 return engine_loop(w, head_params, carry, xs_TB)
             new_carry, ys_TB = layer.forward(w, carry, xs_TB, plan, False)
@@ -167,7 +183,8 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         if matmul_dtype is not None:
             w = w._replace(w_x=w.w_x.astype(matmul_dtype), w_h=w.w_h.astype(matmul_dtype))
         loop = _loop(maths, plan, head)
-        if (((plan.native_head if head is not None else plan.native) or plan.native_train)
+        evaluate_native = plan.native_head if head is not None and head.affine is None else plan.native
+        if ((evaluate_native or plan.native_train)
                 and native_layer is not None and matmul_dtype is None
                 and next(iter(dtypes)) == jnp.float32 and native.available()):
             loop = _native_loop(maths, plan, native_layer, head)

@@ -74,10 +74,12 @@ class Gated(NamedTuple):
 class Head(NamedTuple):
     """Stateless per-step layers after the recurrent one (a `chain`'s dense / activation parts), run by the
     engine so that inference writes only their small outputs: `step(params, h_t [B, H]) -> y_t` inside
-    the forward loop, `sequence(params, hs_TB) -> ys_TB` over all steps at once (the backward pass)."""
+    the forward loop, `sequence(params, hs_TB) -> ys_TB` over all steps at once (the backward pass).
+    `affine(params) -> (w, b or None)` where the head is one linear `dense` (a native kernel may run it)."""
 
     step: Callable
     sequence: Callable
+    affine: Optional[Callable] = None
 
 
 def matmul(a, w):

@@ -50,6 +50,14 @@ def _native_forward(w, carry, xs_TB, plan, batch_major=True):
     return new_carry, jnp.swapaxes(ys, 0, 1) if batch_major else ys
 
 
+def _native_forward_head(w, carry, xs_TB, w_d, b_d, plan):
+    """The forward pass with the affine head `(w_d, b_d)` inside the kernel, which writes only the head's
+    outputs, batch-major (`ys_TB` their transpose, which `scan`'s transpose back cancels)."""
+    new_carry, ys = native.lstm_forward_head(w.w_x, w.w_h, w.b_x, *carry, xs_TB, w_d, b_d,
+                                             threads=plan.native_threads)
+    return new_carry, jnp.swapaxes(ys, 0, 1)
+
+
 def _native_train(w, carry, xs_TB, plan, batch_major=True):
     """`_native_forward` keeping what `_native_backward` needs: the outputs and every step's `c`."""
     new_carry, ys, cs = native.lstm_forward_train(w.w_x, w.w_h, w.b_x, *carry, xs_TB, batch_major=batch_major,
@@ -74,7 +82,7 @@ def _native_closed_loop(w, carry, x0, steps, w_d, b_d, plan):
     return native.lstm_closed_loop(w.w_x, w.w_h, w.b_x, *carry, x0, w_d, b_d, steps, threads=plan.native_threads)
 
 
-NATIVE = NativeLayer(_native_forward, _native_train, _native_backward, _native_closed_loop)
+NATIVE = NativeLayer(_native_forward, _native_train, _native_backward, _native_closed_loop, _native_forward_head)
 
 
 def lstm_sequence(step, initial_carry, *, activation, recurrent_activation, carry_type, matmul_dtype=None):

@@ -11,9 +11,10 @@ headers jaxlib ships, into a cache folder (`SEQJAX_CACHE_DIR`, else `$XDG_CACHE_
 It is a fast path, never a requirement: where it cannot be built (no compiler, another OS) or is switched
 off (`SEQJAX_NATIVE=0`), `available()` is False, `unavailable_reason()` says why, and the LSTM runs the
 engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance. Evaluation runs
-`lstm_forward`; training runs `lstm_forward_train` (which also keeps every step's `c`) and `lstm_backward`
-(which recomputes each step's gates from the kept outputs); `sj.rollout` of an LSTM with a dense head runs
-`lstm_closed_loop`. `SEQJAX_NATIVE_THREADS` caps the cores they use.
+`lstm_forward` (`lstm_forward_head` with a dense head inside); training runs `lstm_forward_train` (which
+also keeps every step's `c`) and `lstm_backward` (which recomputes each step's gates from the kept
+outputs); `sj.rollout` of an LSTM with a dense head runs `lstm_closed_loop`. `SEQJAX_NATIVE_THREADS` caps
+the cores they use.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ TARGET = "seqjax_lstm_forward"
 TARGET_TRAIN = "seqjax_lstm_forward_train"
 TARGET_BACKWARD = "seqjax_lstm_backward"
 TARGET_CLOSED_LOOP = "seqjax_lstm_closed_loop"
+TARGET_HEAD = "seqjax_lstm_forward_head"
 _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
-            TARGET_BACKWARD: "SeqjaxLstmBackward", TARGET_CLOSED_LOOP: "SeqjaxLstmClosedLoop"}
+            TARGET_BACKWARD: "SeqjaxLstmBackward", TARGET_CLOSED_LOOP: "SeqjaxLstmClosedLoop",
+            TARGET_HEAD: "SeqjaxLstmForwardHead"}
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
 _registered: list = []  # the library registered with XLA
@@ -186,6 +189,28 @@ def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads:
     return (h, c), ys
 
 
+def _head_columns(w_d, b_d):
+    """The head's weights with their columns padded with zeros to a multiple of 16 (the kernels' vectors)."""
+    pad = -w_d.shape[1] % 16
+    return jnp.pad(w_d, ((0, 0), (0, pad))), jnp.pad(b_d, (0, pad))
+
+
+def lstm_forward_head(w_x, w_h, b, h, c, xs_TB, w_d, b_d, *, batch_major: bool = True, threads: int = 0):
+    """`((h, c), ys)`: `lstm_forward` followed by the affine head `y_t = h_t w_d + b_d` (`w_d [H, O]`, `b_d
+    [O]`) inside the kernel, which writes only the head's outputs: `ys [B, T, O]` when `batch_major`, else
+    `[T, B, O]`."""
+    _require(TARGET_HEAD)
+    time, batch, _ = xs_TB.shape
+    hidden, outputs = w_d.shape
+    w, bias = pack(w_x, w_h, b)
+    state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
+    ys = jax.ShapeDtypeStruct((batch, time, outputs) if batch_major else (time, batch, outputs), jnp.float32)
+    call = jax.ffi.ffi_call(TARGET_HEAD, (ys, state, state), vmap_method="sequential")
+    ys, h, c = call(xs_TB, w, bias, h, c, *_head_columns(w_d, b_d), batch_major=batch_major,
+                    threads=np.int64(threads))
+    return (h, c), ys
+
+
 def lstm_forward_train(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
     """`((h, c), ys, cs)`: `lstm_forward`, plus every step's cell state `cs` (laid out as `ys`), which
     `lstm_backward` needs."""
@@ -233,10 +258,9 @@ def lstm_closed_loop(w_x, w_h, b, h, c, x0, w_d, b_d, steps: int, *, threads: in
     hidden = w_h.shape[0]
     w, bias = pack(w_x, w_h, b)
     w_folded, bias_folded = pack(jnp.zeros((0, w_h.shape[1]), w_h.dtype), w_h + w_d @ w_x, b + b_d @ w_x)
-    pad = -features % 16  # the kernel's head columns: a multiple of 16
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, steps, features), jnp.float32)
     call = jax.ffi.ffi_call(TARGET_CLOSED_LOOP, (ys, state, state), vmap_method="sequential")
-    ys, h, c = call(x0[None], w, bias, h, c, w_folded, bias_folded, jnp.pad(w_d, ((0, 0), (0, pad))),
-                    jnp.pad(b_d, (0, pad)), threads=np.int64(threads))
+    ys, h, c = call(x0[None], w, bias, h, c, w_folded, bias_folded, *_head_columns(w_d, b_d),
+                    threads=np.int64(threads))
     return (h, c), ys

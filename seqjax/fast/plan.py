@@ -31,8 +31,9 @@ class Plan(NamedTuple):
     `batch_major`: the forward pass writes its outputs `[B, T, H]` in the loop (no transpose after).
     `use_reference`: run the cell's reference loop instead (where that measured faster). `native`: evaluate
     (no gradient) with the native CPU kernel where it is available (`seqjax.fast.native`; LSTM), on at most
-    `native_threads` cores (0: all); `native_head`: also when a `chain`'s head follows the layer (the kernel
-    writes the layer's outputs, which the engine's loop with the head does not); `native_train`: under a
+    `native_threads` cores (0: all), a head that is one linear `dense` inside it; `native_head`: also when
+    another `chain` head follows the layer (the kernel then writes the layer's outputs, which the engine's
+    loop with the head does not); `native_train`: under a
     gradient, the native kernels' forward and backward passes (with or without a head); `native_closed_loop`:
     `sj.rollout` of the layer and a dense head, fed back unchanged, on the native closed-loop kernel."""
 

@@ -1,5 +1,5 @@
-// seqjax native CPU kernels: the forward and backward passes of one LSTM layer over a whole sequence, each as
-// an XLA FFI custom call.
+// seqjax native CPU kernels: the forward and backward passes of one LSTM layer over a whole sequence, and its
+// closed loop with a dense head, each as an XLA FFI custom call.
 //
 // XLA:CPU runs a loop body's operations one after another on one core, ~0.5 us each, and a step's small
 // matmul there does not use the second core; these kernels run every step of the recurrence in one call and
@@ -13,6 +13,10 @@
 // from the last, recomputing each step's gates from the kept outputs (no [T, B, 4H] of gates is stored),
 // and adds the weight gradients step by step into a buffer of each thread's own columns; one barrier per
 // step, before the gradient reaching h_{t-1} (which needs every unit's gate gradients).
+//
+// Heads: `seqjax_lstm_forward_head` runs an affine head (a `chain`'s dense) on each step's h inside the call and
+// writes only its outputs; `seqjax_lstm_closed_loop` feeds the head's output back as the next input
+// (`sj.rollout`), its projection folded into the recurrent weights after the first step.
 //
 // Built on first use by `seqjax.fast.native` with the machine's C++ compiler (-O3 -march=native); the vector
 // code uses GCC/Clang vector extensions (16 float lanes), which the compiler maps to AVX-512, AVX2 or NEON.
@@ -298,15 +302,46 @@ inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev,
   }
 }
 
+// An affine head on rows b0..b0+MR-1 of hs [B, H]: y = h wd + bd, wd [H, FP] and bd [FP] (columns padded with
+// zeros to FP, a multiple of 16); store(b, col, y, valid) with each row's 16 columns from col, `valid` of them
+// real (FO in all).
+template <int MR, class Store>
+inline void head_rows(int64_t H, int64_t FP, int64_t FO, const float* hs, int64_t b0, const float* wd,
+                      const float* bd, Store&& store) {
+  for (int64_t v0 = 0; v0 < FP / L; v0 += 4) {
+    const int64_t nv = std::min<int64_t>(4, FP / L - v0);
+    vf acc[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < nv; ++j) acc[r][j] = load(bd + (v0 + j) * L);
+    switch (nv) {
+      case 4: gemm_acc<MR, 4>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
+      case 3: gemm_acc<MR, 3>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
+      case 2: gemm_acc<MR, 2>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
+      default: gemm_acc<MR, 1>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < nv; ++j) {
+        const int64_t col = (v0 + j) * L;
+        store(b0 + r, col, acc[r][j], static_cast<int>(std::min<int64_t>(L, FO - col)));
+      }
+  }
+}
+
 // One LSTM layer over time. xs [T, B, F]; w [G, F + H, 64] (packed [w_x; w_h]); bias [G * 64];
 // ys [B, T, H] (batch_major) or [T, B, H]; h, c: the carry, updated in place ([B, H] each); hbuf [2, B, H]
-// scratch; cs (or null): every step's c, laid out as ys (for the backward pass).
+// scratch; cs (or null): every step's c, laid out as ys (for the backward pass). With a head (wd, or null:
+// an affine map to FO outputs, as in `head_rows`), ys holds its outputs instead ([B, T, FO] or [T, B, FO]):
+// after the step's barrier each thread forms those of its share of the batch rows.
 struct Forward {
   int64_t T, B, F, H, G;
   const float *xs, *w, *bias;
   float *ys, *cs, *h, *c, *hbuf;
   bool batch_major;
   int threads;  // at most; 0: all
+  const float *wd = nullptr, *bd = nullptr;
+  int64_t FO = 0, FP = 0;
+
+  int64_t out_row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
 
   template <int MR>
   void rows(int64_t t, int64_t g, int64_t b0) const {
@@ -314,14 +349,15 @@ struct Forward {
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
     cell_rows<MR>(F, H, xs + (t * B + b0) * F, hbuf + (t % 2) * B * H, w, bias, c, hbuf + ((t + 1) % 2) * B * H,
                   g, b0, [&](int64_t b, vf hv, vf cn) {
-                    const int64_t y = (batch_major ? b * T + t : t * B + b) * H + u0;
+                    if (wd) return;
+                    const int64_t y = out_row(t, b) * H + u0;
                     store_part(ys + y, hv, valid);
                     if (cs) store_part(cs + y, cn, valid);
                   });
   }
 
   void run() {
-    advise_huge_pages(ys, T * B * H * sizeof(float));
+    advise_huge_pages(ys, T * B * (wd ? FO : H) * sizeof(float));
     if (cs) advise_huge_pages(cs, T * B * H * sizeof(float));
     std::memcpy(hbuf, h, B * H * sizeof(float));
     Pool& pool = Pool::get();
@@ -329,9 +365,17 @@ struct Forward {
     SpinBarrier barrier(n);
     pool.run(n, [&](int id, int m) {  // m: n, or 1 when the workers are busy with another call
       int64_t g0 = G * id / m, g1 = G * (id + 1) / m;  // the groups of units this thread owns
+      int64_t r0 = B * id / m, r1 = B * (id + 1) / m;  // with a head, the rows whose outputs it forms
       for (int64_t t = 0; t < T; ++t) {
         for (int64_t g = g0; g < g1; ++g) by_rows(B, [&](auto mr, int64_t b0) { rows<mr.value>(t, g, b0); });
         if (m > 1) barrier.wait();
+        if (wd)
+          by_rows(r1 - r0, [&](auto mr, int64_t b) {
+            head_rows<mr.value>(H, FP, FO, hbuf + ((t + 1) % 2) * B * H, r0 + b, wd, bd,
+                                [&](int64_t row, int64_t col, vf y, int valid) {
+                                  store_part(ys + out_row(t, row) * FO + col, y, valid);
+                                });
+          });
       }
     });
     std::memcpy(h, hbuf + (T % 2) * B * H, B * H * sizeof(float));
@@ -350,28 +394,6 @@ struct ClosedLoop {
   const float *x0, *w, *bias, *wf, *biasf, *wd, *bd;
   float *ys, *h, *c, *hbuf;
   int threads;
-
-  // ys[b, t] = h_t[b] wd + bd for rows b0..b0+MR-1
-  template <int MR>
-  void outputs(const float* hs, int64_t b0, int64_t t) const {
-    for (int64_t v0 = 0; v0 < FP / L; v0 += 4) {
-      const int64_t nv = std::min<int64_t>(4, FP / L - v0);
-      vf acc[MR][4];
-      for (int r = 0; r < MR; ++r)
-        for (int j = 0; j < nv; ++j) acc[r][j] = load(bd + (v0 + j) * L);
-      switch (nv) {
-        case 4: gemm_acc<MR, 4>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
-        case 3: gemm_acc<MR, 3>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
-        case 2: gemm_acc<MR, 2>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
-        default: gemm_acc<MR, 1>(H, hs + b0 * H, H, 1, wd + v0 * L, FP, acc); break;
-      }
-      for (int r = 0; r < MR; ++r)
-        for (int j = 0; j < nv; ++j) {
-          const int64_t col = (v0 + j) * L;
-          store_part(ys + ((b0 + r) * S + t) * F + col, acc[r][j], static_cast<int>(std::min<int64_t>(L, F - col)));
-        }
-    }
-  }
 
   void run() {
     std::memcpy(hbuf, h, B * H * sizeof(float));
@@ -392,7 +414,11 @@ struct ClosedLoop {
               cell_rows<mr.value>(0, H, nullptr, h_prev, wf, biasf, c, h_next, g, b0, [](int64_t, vf, vf) {});
           });
         if (m > 1) barrier.wait();
-        by_rows(r1 - r0, [&](auto mr, int64_t b) { outputs<mr.value>(h_next, r0 + b, t); });
+        by_rows(r1 - r0, [&](auto mr, int64_t b) {
+          head_rows<mr.value>(H, FP, F, h_next, r0 + b, wd, bd, [&](int64_t row, int64_t col, vf y, int valid) {
+            store_part(ys + (row * S + t) * F + col, y, valid);
+          });
+        });
       }
     });
     std::memcpy(h, hbuf + (S % 2) * B * H, B * H * sizeof(float));
@@ -549,10 +575,14 @@ ffi::Error run_from(Kernel& k, F32& h0, F32& c0) {
 }
 
 ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, F32& c0, float* ys, float* cs, float* h,
-                   float* c, bool batch_major, int64_t threads) {
+                   float* c, bool batch_major, int64_t threads, Forward fw = {}) {
   Dims d;
   if (!dims_of(xs, w, bias, h0, d)) return wrong_weights(name);
-  Forward fw{d.T, d.B, d.F, d.H, d.G};
+  fw.T = d.T;
+  fw.B = d.B;
+  fw.F = d.F;
+  fw.H = d.H;
+  fw.G = d.G;
   fw.batch_major = batch_major;
   fw.threads = static_cast<int>(threads);
   fw.xs = xs.typed_data();
@@ -569,6 +599,21 @@ ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out 
                            int64_t threads) {
   return forward("seqjax_lstm_forward", xs, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(),
                  c->typed_data(), batch_major, threads);
+}
+
+// The forward pass with an affine head inside: ys [B, T, FO] (batch_major) or [T, B, FO] of the head's outputs.
+ffi::Error LstmForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out h, Out c,
+                               bool batch_major, int64_t threads) {
+  Forward head{};
+  head.FO = ys->dimensions()[2];
+  head.FP = (head.FO + L - 1) / L * L;
+  if (wd.dimensions().size() != 2 || wd.dimensions()[0] != h0.dimensions()[1] || wd.dimensions()[1] != head.FP ||
+      static_cast<int64_t>(bd.element_count()) != head.FP)
+    return ffi::Error::InvalidArgument("seqjax_lstm_forward_head: head weights of the wrong shape");
+  head.wd = wd.typed_data();
+  head.bd = bd.typed_data();
+  return forward("seqjax_lstm_forward_head", xs, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(),
+                 c->typed_data(), batch_major, threads, head);
 }
 
 ffi::Error LstmForwardTrainImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out cs, Out h, Out c,
@@ -649,6 +694,11 @@ auto forward_arguments() {
 // results ys, h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForward, LstmForwardImpl,
                               forward_arguments().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+
+// arguments xs, w, bias, h0, c0, wd, bd; results ys (the head's), h, c
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardHead, LstmForwardHeadImpl,
+                              forward_arguments().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
 // results ys, cs, h, c
