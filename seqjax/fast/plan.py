@@ -158,7 +158,8 @@ def huge_pages() -> bool:
 # recompute in chunks in bounded memory, train instead.
 # The closed-loop kernel (`sj.rollout` of `chain(lstm, dense)`, fed back unchanged: the step and the head in
 # one call) against the loop over `step`, 200 steps, ms: B 4 F 3 H 8 0.055 vs 0.50; B 5 F 3 H 20 0.12 vs
-# 0.56; B 16 F 4 H 16 0.21 vs 0.72; small 0.54 vs 1.14; medium 6.4 vs 15.3. Below `_NATIVE_MACS` one thread
+# 0.56; B 16 F 4 H 16 0.21 vs 0.72; small 0.54 vs 1.14; medium 6.4 vs 15.3 (before its projection folding,
+# which took small to 0.39-0.41 and medium to 5.7). Below `_NATIVE_MACS` one thread
 # (B 5 F 3 H 20: 0.21 vs 0.27 ms on all; B 16 F 4 H 16: 0.21 vs 0.21); from it all (B 8 F 16 H 64: 0.38 vs
 # 0.56 on one; small 0.53 vs 0.80).
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
