@@ -77,11 +77,8 @@ class NativeLayer(NamedTuple):
     forward_head: Callable | None = None
 
 
-def _float32_affine(head: engine.Head, head_params):
-    """`(w, b)` of a head that is one linear float32 dense (`b` zeros where it has none), else None."""
-    if head.affine is None:
-        return None
-    w, b = head.affine(head_params)
+def _float32_affine(w, b):
+    """`(w, b)` of a float32 affine head (`b` zeros where it has none), else None."""
     b = jnp.zeros(w.shape[-1], w.dtype) if b is None else b
     return (w, b) if jnp.result_type(w) == jnp.result_type(b) == jnp.float32 else None
 
@@ -101,7 +98,8 @@ def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
             return layer.forward(w, carry, xs_TB, plan, True) if on_kernel else engine_loop(w, carry, xs_TB)
     else:
         def evaluate(w, head_params, carry, xs_TB):
-            affine = _float32_affine(head, head_params) if plan.native and layer.forward_head else None
+            affine = (_float32_affine(*head.affine(head_params))
+                      if head.affine is not None and plan.native and layer.forward_head else None)
             if affine is not None:  # the head inside the kernel: only its outputs are written
                 return layer.forward_head(w, carry, xs_TB, *affine, plan)
             if not on_kernel:
@@ -199,8 +197,9 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         affine head `y = h w_d + b_d` (`w_d [H, F]`, `b_d [F]` or None), each `y` fed back as the next input,
         on `native_layer.closed_loop`; None where it does not apply (other maths, mixed precision, not all
         float32, the plan or the machine without the kernel)."""
-        arrays = [params[n] for n in param_names] + list(carry) + [x0, w_d] + ([] if b_d is None else [b_d])
-        if (not maths_supported or matmul_dtype is not None
+        head = _float32_affine(w_d, b_d)
+        arrays = [params[n] for n in param_names] + list(carry) + [x0]
+        if (not maths_supported or matmul_dtype is not None or head is None
                 or any(jnp.result_type(a) != jnp.float32 for a in arrays)):
             return None
         batch, features = x0.shape
@@ -209,8 +208,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
             return None
         names = tuple(param_names) + (None,) * (4 - len(param_names))
         w = engine.Weights(*(None if n is None else params[n] for n in names))
-        b_d = jnp.zeros(w_d.shape[-1], w_d.dtype) if b_d is None else b_d
-        new_carry, ys = native_layer.closed_loop(w, tuple(carry), x0, steps, w_d, b_d, plan)
+        new_carry, ys = native_layer.closed_loop(w, tuple(carry), x0, steps, *head, plan)
         return carry_type(*new_carry), ys
 
     sequence.takes_head = True
