@@ -61,10 +61,10 @@ class NativeLayer(NamedTuple):
     - `train(w, carry, xs_TB, plan, batch_major) -> ((carry, ys_TB), saved)`: the forward pass of a gradient;
     - `backward(saved, d_carry, dys_TB, plan, batch_major) -> (g, d_carry, dxs_TB)`: its backward pass (`g`:
       `engine.Weights`), with the `batch_major` its `train` call had;
-    - `closed_loop(w, carry, x0, steps, w_d, b_d, plan) -> (carry, ys [B, steps, F])` (or None): `steps`
-      steps in closed loop through the layer and the affine head `y = h w_d + b_d`, each `y` the next input;
-    - `forward_head(w, carry, xs_TB, w_d, b_d, plan) -> (carry, ys_TB)` (or None): evaluation with the affine
-      head inside, only its outputs written.
+    - optional (None where the cell has no such kernel): `closed_loop(w, carry, x0, steps, w_d, b_d, plan) ->
+      (carry, ys [B, steps, F])`, `steps` steps in closed loop through the layer and the affine head `y = h w_d
+      + b_d`, each `y` the next input; `forward_head(w, carry, xs_TB, w_d, b_d, plan) -> (carry, ys_TB)`,
+      evaluation with the affine head inside, only its outputs written.
 
     `batch_major`: the kernels keep the outputs `[B, T, H]` (`ys_TB` their transpose, which `scan`'s
     transpose back cancels), else `[T, B, H]` (for a head, which takes them so).

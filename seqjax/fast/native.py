@@ -167,17 +167,26 @@ def _require(target: str):
         raise RuntimeError(f"seqjax.fast.native: the native kernel {target} is unavailable: {_load()}")
 
 
-def _forward(target: str, w_x, w_h, b, h, c, xs_TB, batch_major: bool, threads: int):
-    """The forward kernel `target`'s outputs: `ys`, every step's `c` (the training kernel), the final `h, c`."""
+def _head_columns(w_d, b_d):
+    """The head's weights with their columns padded with zeros to a multiple of 16 (the kernels' vectors)."""
+    pad = -w_d.shape[1] % 16
+    return jnp.pad(w_d, ((0, 0), (0, pad))), jnp.pad(b_d, (0, pad))
+
+
+def _forward(target: str, w_x, w_h, b, h, c, xs_TB, batch_major: bool, threads: int, head=None):
+    """The forward kernel `target`'s outputs: `ys` (the head's outputs with `head = (w_d, b_d)`), every step's
+    `c` (the training kernel), the final `h, c`."""
     _require(target)
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
+    width = hidden if head is None else head[0].shape[1]
     w, bias = pack(w_x, w_h, b)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
-    ys = jax.ShapeDtypeStruct((batch, time, hidden) if batch_major else (time, batch, hidden), jnp.float32)
+    ys = jax.ShapeDtypeStruct((batch, time, width) if batch_major else (time, batch, width), jnp.float32)
     sequences = (ys, ys) if target == TARGET_TRAIN else (ys,)
     call = jax.ffi.ffi_call(target, sequences + (state, state), vmap_method="sequential")
-    return call(xs_TB, w, bias, h, c, batch_major=batch_major, threads=np.int64(threads))
+    head_columns = () if head is None else _head_columns(*head)
+    return call(xs_TB, w, bias, h, c, *head_columns, batch_major=batch_major, threads=np.int64(threads))
 
 
 def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
@@ -189,25 +198,11 @@ def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads:
     return (h, c), ys
 
 
-def _head_columns(w_d, b_d):
-    """The head's weights with their columns padded with zeros to a multiple of 16 (the kernels' vectors)."""
-    pad = -w_d.shape[1] % 16
-    return jnp.pad(w_d, ((0, 0), (0, pad))), jnp.pad(b_d, (0, pad))
-
-
 def lstm_forward_head(w_x, w_h, b, h, c, xs_TB, w_d, b_d, *, batch_major: bool = True, threads: int = 0):
     """`((h, c), ys)`: `lstm_forward` followed by the affine head `y_t = h_t w_d + b_d` (`w_d [H, O]`, `b_d
     [O]`) inside the kernel, which writes only the head's outputs: `ys [B, T, O]` when `batch_major`, else
     `[T, B, O]`."""
-    _require(TARGET_HEAD)
-    time, batch, _ = xs_TB.shape
-    hidden, outputs = w_d.shape
-    w, bias = pack(w_x, w_h, b)
-    state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
-    ys = jax.ShapeDtypeStruct((batch, time, outputs) if batch_major else (time, batch, outputs), jnp.float32)
-    call = jax.ffi.ffi_call(TARGET_HEAD, (ys, state, state), vmap_method="sequential")
-    ys, h, c = call(xs_TB, w, bias, h, c, *_head_columns(w_d, b_d), batch_major=batch_major,
-                    threads=np.int64(threads))
+    ys, h, c = _forward(TARGET_HEAD, w_x, w_h, b, h, c, xs_TB, batch_major, threads, head=(w_d, b_d))
     return (h, c), ys
 
 

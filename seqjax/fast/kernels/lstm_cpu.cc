@@ -14,9 +14,9 @@
 // and adds the weight gradients step by step into a buffer of each thread's own columns; one barrier per
 // step, before the gradient reaching h_{t-1} (which needs every unit's gate gradients).
 //
-// Heads: `seqjax_lstm_forward_head` runs an affine head (a `chain`'s dense) on each step's h inside the call and
-// writes only its outputs; `seqjax_lstm_closed_loop` feeds the head's output back as the next input
-// (`sj.rollout`), its projection folded into the recurrent weights after the first step.
+// Heads (both in `Forward`): `seqjax_lstm_forward_head` runs an affine head (a `chain`'s dense) on each step's
+// h inside the call and writes only its outputs; `seqjax_lstm_closed_loop` feeds the head's output back as the
+// next input (`sj.rollout`), its projection folded into the recurrent weights after the first step.
 //
 // Built on first use by `seqjax.fast.native` with the machine's C++ compiler (-O3 -march=native); the vector
 // code uses GCC/Clang vector extensions (16 float lanes), which the compiler maps to AVX-512, AVX2 or NEON.
@@ -282,6 +282,7 @@ inline void activate(vf (&z)[4]) {
 
 // One LSTM step for rows b0..b0+MR-1 of group g: from x rows at `x` (stride F) and h_prev [B, H], c updated in
 // place and h_next written ([B, H] each); then out(b, h, c) with each row's new h and c (the group's 16 units).
+// (`Backward::gates` repeats its first lines: a shared helper taking a per-row lambda measured 3-5% slower.)
 template <int MR, class Out>
 inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev, const float* w, const float* bias,
                       float* c, float* h_next, int64_t g, int64_t b0, Out&& out) {
@@ -332,6 +333,11 @@ inline void head_rows(int64_t H, int64_t FP, int64_t FO, const float* hs, int64_
 // scratch; cs (or null): every step's c, laid out as ys (for the backward pass). With a head (wd, or null:
 // an affine map to FO outputs, as in `head_rows`), ys holds its outputs instead ([B, T, FO] or [T, B, FO]):
 // after the step's barrier each thread forms those of its share of the batch rows.
+//
+// Closed loop (wf, or null): the head's output is the next input, x_{t+1} = y_t (FO = F), and xs holds x_0
+// only. Its projection is folded into the recurrent one, x_{t+1} w_x = h_t (wd w_x) + bd w_x, so steps
+// 1..T-1 run an LSTM without inputs on wf ([G, H, 64]: w_h + wd w_x, packed) and biasf (b + bd w_x), and y_t
+// stays off the recurrence.
 struct Forward {
   int64_t T, B, F, H, G;
   const float *xs, *w, *bias;
@@ -340,6 +346,7 @@ struct Forward {
   int threads;  // at most; 0: all
   const float *wd = nullptr, *bd = nullptr;
   int64_t FO = 0, FP = 0;
+  const float *wf = nullptr, *biasf = nullptr;
 
   int64_t out_row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
 
@@ -347,15 +354,16 @@ struct Forward {
   void rows(int64_t t, int64_t g, int64_t b0) const {
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
-    cell_rows<MR>(F, H, xs + (t * B + b0) * F, hbuf + (t % 2) * B * H, w, bias, c, hbuf + ((t + 1) % 2) * B * H,
-                  g, b0, [&](int64_t b, vf hv, vf cn) {
+    const bool folded = wf && t > 0;
+    cell_rows<MR>(folded ? 0 : F, H, folded ? nullptr : xs + (t * B + b0) * F, hbuf + (t % 2) * B * H,
+                  folded ? wf : w, folded ? biasf : bias, c, hbuf + ((t + 1) % 2) * B * H, g, b0,
+                  [&](int64_t b, vf hv, vf cn) {
                     if (wd) return;
                     const int64_t y = out_row(t, b) * H + u0;
                     store_part(ys + y, hv, valid);
                     if (cs) store_part(cs + y, cn, valid);
                   });
   }
-
   void run() {
     advise_huge_pages(ys, T * B * (wd ? FO : H) * sizeof(float));
     if (cs) advise_huge_pages(cs, T * B * H * sizeof(float));
@@ -379,49 +387,6 @@ struct Forward {
       }
     });
     std::memcpy(h, hbuf + (T % 2) * B * H, B * H * sizeof(float));
-  }
-};
-
-// The closed loop of an LSTM layer and an affine head whose output is the next input: from x_0 [B, F], for
-// t = 0..S-1: h_t, c_t = lstm(x_t, h_{t-1}, c_{t-1}), y_t = h_t wd + bd, x_{t+1} = y_t. ys [B, S, F]; wd
-// [H, FP] and bd [FP]: the head's weights, their columns padded with zeros to FP, a multiple of 16. After the
-// first step the input projection of the fed-back output is folded into the recurrent one: x_{t+1} w_x =
-// h_t (wd w_x) + bd w_x, so steps 1..S-1 run an LSTM without inputs on wf ([G, H, 64]: w_h + wd w_x, packed)
-// and biasf (b + bd w_x), and y_t leaves the recurrence: after the step's one barrier each thread forms the
-// outputs of its share of the batch rows. A thread owns groups of units as in `Forward`.
-struct ClosedLoop {
-  int64_t S, B, F, H, G, FP;
-  const float *x0, *w, *bias, *wf, *biasf, *wd, *bd;
-  float *ys, *h, *c, *hbuf;
-  int threads;
-
-  void run() {
-    std::memcpy(hbuf, h, B * H * sizeof(float));
-    Pool& pool = Pool::get();
-    int n = static_cast<int>(std::min<int64_t>(threads > 0 ? threads : pool.max_threads(), G));
-    SpinBarrier barrier(n);
-    pool.run(n, [&](int id, int m) {
-      const int64_t g0 = G * id / m, g1 = G * (id + 1) / m;  // the units this thread updates
-      const int64_t r0 = B * id / m, r1 = B * (id + 1) / m;  // the rows whose outputs it forms
-      for (int64_t t = 0; t < S; ++t) {
-        const float* h_prev = hbuf + (t % 2) * B * H;
-        float* h_next = hbuf + ((t + 1) % 2) * B * H;
-        for (int64_t g = g0; g < g1; ++g)
-          by_rows(B, [&](auto mr, int64_t b0) {
-            if (t == 0)
-              cell_rows<mr.value>(F, H, x0 + b0 * F, h_prev, w, bias, c, h_next, g, b0, [](int64_t, vf, vf) {});
-            else
-              cell_rows<mr.value>(0, H, nullptr, h_prev, wf, biasf, c, h_next, g, b0, [](int64_t, vf, vf) {});
-          });
-        if (m > 1) barrier.wait();
-        by_rows(r1 - r0, [&](auto mr, int64_t b) {
-          head_rows<mr.value>(H, FP, F, h_next, r0 + b, wd, bd, [&](int64_t row, int64_t col, vf y, int valid) {
-            store_part(ys + (row * S + t) * F + col, y, valid);
-          });
-        });
-      }
-    });
-    std::memcpy(h, hbuf + (S % 2) * B * H, B * H * sizeof(float));
   }
 };
 
@@ -558,27 +523,29 @@ bool dims_of(F32& xs, F32& w, F32& bias, F32& h0, Dims& d) {
          w.dimensions()[2] == GW && static_cast<int64_t>(bias.element_count()) == d.G * GW;
 }
 
+// n rounded up to a whole number of vectors
+inline int64_t padded(int64_t n) { return (n + L - 1) / L * L; }
+
+// Sets fw's head from wd [H, FP] and bd [FP] for FO outputs; false when they do not have those shapes.
+bool set_head(Forward& fw, F32& wd, F32& bd, int64_t H, int64_t FO) {
+  fw.FO = FO;
+  fw.FP = padded(FO);
+  fw.wd = wd.typed_data();
+  fw.bd = bd.typed_data();
+  return wd.dimensions().size() == 2 && wd.dimensions()[0] == H && wd.dimensions()[1] == fw.FP &&
+         static_cast<int64_t>(bd.element_count()) == fw.FP;
+}
+
 ffi::Error wrong_weights(const char* name) {
   return ffi::Error::InvalidArgument(std::string(name) + ": packed weights of the wrong shape");
 }
 
-// Runs the recurrence `k` (Forward or ClosedLoop, its h and c set) from the carry h0, c0, with its [2, B, H]
-// scratch for h.
-template <class Kernel>
-ffi::Error run_from(Kernel& k, F32& h0, F32& c0) {
-  std::memcpy(k.h, h0.typed_data(), k.B * k.H * sizeof(float));
-  std::memcpy(k.c, c0.typed_data(), k.B * k.H * sizeof(float));
-  std::vector<float> hbuf(2 * k.B * k.H);
-  k.hbuf = hbuf.data();
-  k.run();
-  return ffi::Error::Success();
-}
-
+// `fw`: its head and closed-loop fields (a closed loop also sets its steps T: xs holds its first input only).
 ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, F32& c0, float* ys, float* cs, float* h,
                    float* c, bool batch_major, int64_t threads, Forward fw = {}) {
   Dims d;
   if (!dims_of(xs, w, bias, h0, d)) return wrong_weights(name);
-  fw.T = d.T;
+  fw.T = fw.wf ? fw.T : d.T;
   fw.B = d.B;
   fw.F = d.F;
   fw.H = d.H;
@@ -592,7 +559,12 @@ ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, F32& c
   fw.cs = cs;
   fw.h = h;
   fw.c = c;
-  return run_from(fw, h0, c0);
+  std::memcpy(h, h0.typed_data(), fw.B * fw.H * sizeof(float));
+  std::memcpy(c, c0.typed_data(), fw.B * fw.H * sizeof(float));
+  std::vector<float> hbuf(2 * fw.B * fw.H);
+  fw.hbuf = hbuf.data();
+  fw.run();
+  return ffi::Error::Success();
 }
 
 ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out h, Out c, bool batch_major,
@@ -605,13 +577,8 @@ ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out 
 ffi::Error LstmForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out h, Out c,
                                bool batch_major, int64_t threads) {
   Forward head{};
-  head.FO = ys->dimensions()[2];
-  head.FP = (head.FO + L - 1) / L * L;
-  if (wd.dimensions().size() != 2 || wd.dimensions()[0] != h0.dimensions()[1] || wd.dimensions()[1] != head.FP ||
-      static_cast<int64_t>(bd.element_count()) != head.FP)
+  if (!set_head(head, wd, bd, h0.dimensions()[1], ys->dimensions()[2]))
     return ffi::Error::InvalidArgument("seqjax_lstm_forward_head: head weights of the wrong shape");
-  head.wd = wd.typed_data();
-  head.bd = bd.typed_data();
   return forward("seqjax_lstm_forward_head", xs, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(),
                  c->typed_data(), batch_major, threads, head);
 }
@@ -628,7 +595,7 @@ ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32
   Dims d;
   if (!dims_of(xs, w, bias, h0, d)) return wrong_weights("seqjax_lstm_backward");
   Backward bw{d.T, d.B, d.F, d.H, d.G};
-  bw.NP = bw.G * U + (bw.F + L - 1) / L * L;
+  bw.NP = bw.G * U + padded(bw.F);
   if (wt.dimensions().size() != 2 || wt.dimensions()[0] != bw.G * GW || wt.dimensions()[1] != bw.NP)
     return ffi::Error::InvalidArgument("seqjax_lstm_backward: transposed weights of the wrong shape");
   bw.batch_major = batch_major;
@@ -655,33 +622,25 @@ ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32
   return ffi::Error::Success();
 }
 
-// x0 [1, B, F]: the first input as a sequence of one step (for `dims_of`)
+// The closed loop of `Forward`: x0 [1, B, F] (its first input as a sequence of one step), ys [B, S, F].
 ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys,
                               Out h, Out c, int64_t threads) {
-  Dims d;
-  if (!dims_of(x0, w, bias, h0, d) || d.T != 1) return wrong_weights("seqjax_lstm_closed_loop");
-  auto yd = ys->dimensions();
-  if (yd.size() != 3 || yd[0] != d.B || yd[2] != d.F)
-    return ffi::Error::InvalidArgument("seqjax_lstm_closed_loop: outputs of the wrong shape");
-  ClosedLoop cl{yd[1], d.B, d.F, d.H, d.G, (d.F + L - 1) / L * L};
-  if (wd.dimensions().size() != 2 || wd.dimensions()[0] != cl.H || wd.dimensions()[1] != cl.FP ||
-      static_cast<int64_t>(bd.element_count()) != cl.FP)
-    return ffi::Error::InvalidArgument("seqjax_lstm_closed_loop: head weights of the wrong shape");
-  if (wf.dimensions().size() != 3 || wf.dimensions()[0] != cl.G || wf.dimensions()[1] != cl.H ||
-      wf.dimensions()[2] != GW || static_cast<int64_t>(biasf.element_count()) != cl.G * GW)
-    return ffi::Error::InvalidArgument("seqjax_lstm_closed_loop: folded weights of the wrong shape");
-  cl.threads = static_cast<int>(threads);
-  cl.wf = wf.typed_data();
-  cl.biasf = biasf.typed_data();
-  cl.x0 = x0.typed_data();
-  cl.w = w.typed_data();
-  cl.bias = bias.typed_data();
-  cl.wd = wd.typed_data();
-  cl.bd = bd.typed_data();
-  cl.ys = ys->typed_data();
-  cl.h = h->typed_data();
-  cl.c = c->typed_data();
-  return run_from(cl, h0, c0);
+  const char* name = "seqjax_lstm_closed_loop";
+  auto xd = x0.dimensions(), yd = ys->dimensions();
+  const int64_t H = h0.dimensions()[1], G = (H + U - 1) / U;
+  if (xd.size() != 3 || xd[0] != 1 || yd.size() != 3 || yd[0] != xd[1] || yd[2] != xd[2])
+    return ffi::Error::InvalidArgument(std::string(name) + ": first input or outputs of the wrong shape");
+  Forward loop{};
+  loop.T = yd[1];
+  if (!set_head(loop, wd, bd, H, xd[2]))
+    return ffi::Error::InvalidArgument(std::string(name) + ": head weights of the wrong shape");
+  if (wf.dimensions().size() != 3 || wf.dimensions()[0] != G || wf.dimensions()[1] != H ||
+      wf.dimensions()[2] != GW || static_cast<int64_t>(biasf.element_count()) != G * GW)
+    return ffi::Error::InvalidArgument(std::string(name) + ": folded weights of the wrong shape");
+  loop.wf = wf.typed_data();
+  loop.biasf = biasf.typed_data();
+  return forward(name, x0, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(), c->typed_data(), true,
+                 threads, loop);
 }
 
 // The forward kernels' arguments: xs, w, bias, h0, c0.
