@@ -359,36 +359,46 @@ def head_variants(problem):
 
 
 def native_variants(problem):
-    """`sj.scan` of the bench's LSTM layer and of `chain(lstm, dense)`, evaluated: the engine's forward loop
-    against the native CPU kernel (`seqjax.fast.native`) on all cores and on one. Returns the outputs."""
+    """`sj.scan` of the bench's LSTM and GRU layers and of `chain(cell, dense)`, evaluated: the engine's forward
+    loop against the native CPU kernels (`seqjax.fast.native`) on all cores and on one. Returns the outputs."""
     cfg = problem.config
-    model, cell, params, xs, _ = _cell_data(cfg, "LSTM")
-    base = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, "lstm")._replace(native=False, native_head=False)
     out = {}
-    for what, m, p in (("layer", cell, params[0]), ("chain(lstm, dense)", model, params)):
-        for label, plan in (("engine", base), ("native kernel", base._replace(native=True, native_head=True)),
-                            ("native kernel, one thread", base._replace(native=True, native_head=True,
-                                                                        native_threads=1))):
-            with _plan(plan):
-                fn = jax.jit(lambda p, xs, m=m: sj.scan(m, p, m.initial_carry(cfg.batch), xs)[1])
-                fn = fn.lower(p, xs).compile()  # traced under the plan
-            out[f"{what}, {label}"] = lambda fn=fn, p=p, xs=xs: fn(p, xs)
+    for cell_name in ("LSTM", "GRU"):
+        model, cell, params, xs, _ = _cell_data(cfg, cell_name)
+        base = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, cell_name.lower())._replace(
+            native=False, native_head=False)
+        for what, m, p in (("layer", cell, params[0]), (f"chain({cell_name.lower()}, dense)", model, params)):
+            for label, plan in (("engine", base), ("native kernel", base._replace(native=True, native_head=True)),
+                                ("native kernel, one thread", base._replace(native=True, native_head=True,
+                                                                            native_threads=1))):
+                with _plan(plan):
+                    fn = jax.jit(lambda p, xs, m=m: sj.scan(m, p, m.initial_carry(cfg.batch), xs)[1])
+                    fn = fn.lower(p, xs).compile()  # traced under the plan
+                out[f"{cell_name} {what}, {label}"] = lambda fn=fn, p=p, xs=xs: fn(p, xs)
     return out
 
 
-def native_train_variants(problem):
-    """LSTM train step (the bench's `chain(lstm, dense)` + MSE + Adam): the engine's forward and backward
-    passes (the plan `plan_for` picks, kernel off) against the native CPU kernels' (`seqjax.fast.native`);
-    each twice, so the spread between identical contenders shows. Returns the updated parameters, flattened
-    (the two differ in float32 rounding only)."""
+def native_train_variants(problem, cells=("LSTM", "GRU")):
+    """Train step (the bench's `chain(cell, dense)` + MSE + Adam), LSTM and GRU: the engine's forward and
+    backward passes (the plan `plan_for` picks, kernels off) against the native CPU kernels'
+    (`seqjax.fast.native`); each twice, so the spread between identical contenders shows. Returns the updated
+    parameters, flattened (the two differ in float32 rounding only)."""
     cfg = problem.config
-    model, _, params, xs, targets = _cell_data(cfg, "LSTM")
     optimizer = optax.adam(1e-3)
-    state = optimizer.init(params)
-    base = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, "lstm")._replace(native_train=False)
-    plans = {"engine": base, "native kernels": base._replace(native_train=True)}
-    return {f"{label} ({copy})": _compiled_flat_step(model, optimizer, params, state, xs, targets, plan)
-            for copy in ("A", "B") for label, plan in plans.items()}
+    out = {}
+    for cell_name in cells:
+        model, _, params, xs, targets = _cell_data(cfg, cell_name)
+        state = optimizer.init(params)
+        base = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, cell_name.lower())
+        plans = {"engine": base._replace(native_train=False, use_reference=False),
+                 "native kernels": base._replace(native_train=True)}
+        if base.use_reference:
+            plans["reference loop"] = Plan(use_reference=True)
+        for copy in ("A", "B"):
+            for label, plan in plans.items():
+                out[f"{cell_name}, {label} ({copy})"] = _compiled_flat_step(model, optimizer, params, state, xs,
+                                                                           targets, plan)
+    return out
 
 
 def blas_variants(problem, steps: int = 200):

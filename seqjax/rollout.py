@@ -2,8 +2,8 @@
 
 The closed loop is one `lax.scan` over `cell.step` through the whole stack, compiled once per static
 `steps`; both work under `jax.vmap` (ensembles of params, batches of initial carries). A `chain(lstm,
-dense)` fed back unchanged runs the same steps in one native CPU kernel call instead
-(`seqjax.fast.native.lstm_closed_loop`; same numbers to float32 tolerance; derivatives, forward and
+dense)` or `chain(gru, dense)` fed back unchanged runs the same steps in one native CPU kernel call instead
+(`seqjax.fast.native.layer_closed_loop`; same numbers to float32 tolerance; derivatives, forward and
 reverse, are those of the loop over `step`).
 """
 
@@ -42,7 +42,7 @@ def _prepare(model, params, carry, x_like, steps, feedback, key, exogenous, unro
 def _closed_loop(model, params, carry, x0, steps, fb, key, exogenous, unroll):
     """The checked loop: step on `x_i`, then `x_(i+1) = feed(y_i, key_i, exogenous[:, i])`. Outputs fed back
     unchanged run on the model's closed-loop kernel where it has one (`model.step.closed_loop`: `chain(lstm,
-    dense)` on CPU), with the derivatives of the loop over `step`."""
+    dense)` or `chain(gru, dense)` on CPU), with the derivatives of the loop over `step`."""
     e_TB = None if exogenous is None else jnp.swapaxes(exogenous, 0, 1)
 
     def by_steps(params, carry, x0):

@@ -108,6 +108,52 @@ def lstm_closed_loop(p, w_d, b_d, x0, h0, c0, steps):
     return np.stack(ys, 1), h, c
 
 
+def gru_backward(p, xs_BTF, h0, dys_BTH, dh):
+    """Backpropagation through time of `run_gru` (`reset_after`, no mask), from the gradients of its outputs
+    `dys_BTH` and of its final `h` (`dh`): `(grads {w_x, w_h, b_x, b_h}, dh0, dxs_BTF)`, float64."""
+    p = np64(p)
+    xs = np.asarray(xs_BTF, np.float64)
+    B, T, _ = xs.shape
+    H = p["w_h"].shape[0]
+    hs, saved = [np.asarray(h0, np.float64)], []
+    for t in range(T):  # forward, keeping every step's gates and `h w_hn + b_hn`
+        zx, zh = xs[:, t] @ p["w_x"] + p["b_x"], hs[-1] @ p["w_h"] + p["b_h"]
+        z, r = sigmoid(zx[:, :H] + zh[:, :H]), sigmoid(zx[:, H:2 * H] + zh[:, H:2 * H])
+        n = np.tanh(zx[:, 2 * H:] + r * zh[:, 2 * H:])
+        hs.append(z * hs[-1] + (1 - z) * n)
+        saved.append((z, r, n, zh[:, 2 * H:]))
+    grads = {k: np.zeros_like(v) for k, v in p.items()}
+    dxs = np.zeros_like(xs)
+    dh = np.asarray(dh, np.float64)
+    for t in reversed(range(T)):
+        z, r, n, hn = saved[t]
+        dh = dh + np.asarray(dys_BTH[:, t], np.float64)
+        dn = dh * (1 - z) * (1 - n ** 2)
+        dz = dh * (hs[t] - n) * z * (1 - z)
+        dr = dn * hn * r * (1 - r)
+        d_x, d_h = np.concatenate([dz, dr, dn], axis=1), np.concatenate([dz, dr, dn * r], axis=1)
+        grads["w_x"] += xs[:, t].T @ d_x
+        grads["b_x"] += d_x.sum(0)
+        grads["w_h"] += hs[t].T @ d_h
+        grads["b_h"] += d_h.sum(0)
+        dxs[:, t] = d_x @ p["w_x"].T
+        dh = dh * z + d_h @ p["w_h"].T
+    return grads, dh, dxs
+
+
+def gru_closed_loop(p, w_d, b_d, x0, h0, steps):
+    """`lstm_closed_loop` for a GRU (`reset_after`): `(ys [B, steps, F], h)`, float64."""
+    p = np64(p)
+    w_d, b_d = np.asarray(w_d, np.float64), np.asarray(b_d, np.float64)
+    x, h = (np.asarray(a, np.float64) for a in (x0, h0))
+    ys = []
+    for _ in range(steps):
+        h = gru_step(p, h, x)
+        x = h @ w_d + b_d
+        ys.append(x)
+    return np.stack(ys, 1), h
+
+
 def run_gru(p, xs_BTF, h=None, reset_after=True, mask_BT=None, mm=np.matmul):
     p = np64(p)
     B, T, _ = xs_BTF.shape

@@ -181,12 +181,12 @@ def test_what_the_kernel_does_not_run(what, monkeypatch):
     _close(jax.jit(rollout(model))(params, carry, x0), jax.jit(rollout(slow))(params, carry, x0), atol=1e-6)
 
 
-def test_the_plan_chooses_the_kernel_for_lstm_closed_loops_only():
+def test_the_plan_chooses_the_kernel_for_closed_loops_on_cpu():
     tiny = plan_module.plan_for(4, 200, 3, 8, "lstm", backend="cpu")
     assert tiny.native_closed_loop and tiny.native_threads == 1 and not tiny.native
     medium = plan_module.plan_for(64, 200, 8, 128, "lstm", backend="cpu")
     assert medium.native_closed_loop and medium.native_threads == 0 and medium.native
-    assert not plan_module.plan_for(64, 200, 8, 128, "gru", backend="cpu").native_closed_loop
+    assert not plan_module.plan_for(64, 200, 8, 128, "simple_rnn", backend="cpu").native_closed_loop
     assert not plan_module.plan_for(64, 200, 8, 128, "lstm", backend="gpu").native_closed_loop
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,27 +53,10 @@ def _loop(maths: engine.Gated, plan, head=None):
     return engine.sequence(maths, plan, head)
 
 
-class NativeLayer(NamedTuple):
-    """A cell's native CPU kernels, float32 (`seqjax.fast.native`):
-
-    - `forward(w, carry, xs_TB, plan, batch_major) -> (carry, ys_TB)`: evaluation;
-    - `train(w, carry, xs_TB, plan, batch_major) -> ((carry, ys_TB), saved)`: the forward pass of a gradient;
-    - `backward(saved, d_carry, dys_TB, plan, batch_major) -> (g, d_carry, dxs_TB)`: its backward pass (`g`:
-      `engine.Weights`), with the `batch_major` its `train` call had;
-    - optional (None where the cell has no such kernel): `closed_loop(w, carry, x0, steps, w_d, b_d, plan) ->
-      (carry, ys [B, steps, F])`, `steps` steps in closed loop through the layer and the affine head `y = h w_d
-      + b_d`, each `y` the next input; `forward_head(w, carry, xs_TB, w_d, b_d, plan) -> (carry, ys_TB)`,
-      evaluation with the affine head inside, only its outputs written.
-
-    `batch_major`: the kernels keep the outputs `[B, T, H]` (`ys_TB` their transpose, which `scan`'s
-    transpose back cancels), else `[T, B, H]` (for a head, which takes them so).
-    """
-
-    forward: Callable
-    train: Callable
-    backward: Callable
-    closed_loop: Callable | None = None
-    forward_head: Callable | None = None
+def _time_major(ys, batch_major: bool):
+    """The kernels' outputs as `[T, B, ..]`: their transpose when written `[B, T, ..]` (which `scan`'s transpose
+    back cancels)."""
+    return jnp.swapaxes(ys, 0, 1) if batch_major else ys
 
 
 def _float32_affine(w, b):
@@ -84,38 +66,54 @@ def _float32_affine(w, b):
 
 
 @functools.lru_cache(maxsize=None)
-def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
-    """The engine's loop (same arguments and results) with `layer`'s kernels where the plan says: evaluation
-    on `layer.forward` (`plan.native`; with a head, `layer.forward_head` for one linear dense, else
-    `plan.native_head`, else the engine's loop), gradients
-    from `layer.train` and `layer.backward` (`plan.native_train`, else the engine's forward and backward
-    passes). With a head, the head runs over all steps after the layer, and its VJP before the layer's."""
+def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
+    """The engine's loop (same arguments and results) with the native `kernels` where the plan says: evaluation
+    on their forward pass (`plan.native`; with a head, with the head inside for one linear dense, else
+    `plan.native_head`, else the engine's loop), gradients from their training forward and backward passes
+    (`plan.native_train`, else the engine's forward and backward passes). With a head, the head runs over all
+    steps after the layer, and its VJP before the layer's. Without a head the kernels write their outputs
+    `[B, T, H]` (`_time_major`), with one `[T, B, H]`, as the head takes them."""
     engine_loop = _loop(maths, plan, head)
     on_kernel = plan.native_head if head is not None else plan.native
+    threads = plan.native_threads
+    batch_major = head is None
+
+    def forward(w, carry, xs_TB, affine=None):
+        new_carry, ys = native.layer_forward(kernels, w, carry, xs_TB, batch_major=affine is not None or batch_major,
+                                             threads=threads, head=affine)
+        return new_carry, _time_major(ys, affine is not None or batch_major)
 
     if head is None:
         def evaluate(w, carry, xs_TB):
-            return layer.forward(w, carry, xs_TB, plan, True) if on_kernel else engine_loop(w, carry, xs_TB)
+            return forward(w, carry, xs_TB) if on_kernel else engine_loop(w, carry, xs_TB)
     else:
         def evaluate(w, head_params, carry, xs_TB):
-            affine = (_float32_affine(*head.affine(head_params))
-                      if head.affine is not None and plan.native and layer.forward_head else None)
+            affine = _float32_affine(*head.affine(head_params)) if head.affine is not None and plan.native else None
             if affine is not None:  # the head inside the kernel: only its outputs are written
-                return layer.forward_head(w, carry, xs_TB, *affine, plan)
+                return forward(w, carry, xs_TB, affine)
             if not on_kernel:
                 return engine_loop(w, head_params, carry, xs_TB)
-            new_carry, ys_TB = layer.forward(w, carry, xs_TB, plan, False)
+            new_carry, ys_TB = forward(w, carry, xs_TB)
             return new_carry, head.sequence(head_params, ys_TB)
+
+    def train(w, carry, xs_TB):
+        new_carry, ys, kept = native.layer_train(kernels, w, carry, xs_TB, batch_major=batch_major, threads=threads)
+        return (new_carry, _time_major(ys, batch_major)), (w, carry, xs_TB, kept)
+
+    def backward(saved, d_carry, dys_TB):
+        w, carry, xs_TB, kept = saved
+        grads, d_carry, dxs = native.layer_backward(kernels, w, carry, xs_TB, kept, _time_major(dys_TB, batch_major),
+                                                    d_carry, batch_major=batch_major, threads=threads)
+        return engine.Weights(*grads), d_carry, dxs
 
     fn = jax.custom_vjp(evaluate)
     if not plan.native_train:
         fn.defvjp(lambda *args: jax.vjp(engine_loop, *args), lambda vjp, cotangents: vjp(cotangents))
     elif head is None:
-        fn.defvjp(lambda w, carry, xs_TB: layer.train(w, carry, xs_TB, plan, True),
-                  lambda saved, cotangents: layer.backward(saved, *cotangents, plan, True))
+        fn.defvjp(train, lambda saved, cotangents: backward(saved, *cotangents))
     else:
         def fwd_head(w, head_params, carry, xs_TB):
-            (new_carry, ys_TB), saved = layer.train(w, carry, xs_TB, plan, False)
+            (new_carry, ys_TB), saved = train(w, carry, xs_TB)
             out, head_vjp = jax.vjp(head.sequence, head_params, ys_TB)
             return (new_carry, out), (saved, head_vjp)
 
@@ -123,7 +121,7 @@ def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
             saved, head_vjp = saved_head
             d_carry, d_out = cotangents
             d_head, dys_TB = head_vjp(d_out)
-            g, d_carry, dxs = layer.backward(saved, d_carry, dys_TB, plan, False)
+            g, d_carry, dxs = backward(saved, d_carry, dys_TB)
             return g, d_head, d_carry, dxs
 
         fn.defvjp(fwd_head, bwd_head)
@@ -131,7 +129,7 @@ def _native_loop(maths: engine.Gated, plan, layer: NativeLayer, head=None):
 
 
 def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: bool, param_names: tuple,
-                  carry_type, matmul_dtype=None, native_layer: NativeLayer | None = None):
+                  carry_type, matmul_dtype=None, native_kernels: native.Kernels | None = None):
     """A `Cell.sequence` running `maths` through `seqjax.fast.engine` with the plan `plan_for` picks.
 
     `param_names`: the params holding `(w_x, w_h, b_x[, b_h])`. `matmul_dtype` (mixed precision, as the
@@ -140,9 +138,9 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
     `maths`, with `mask`/`reset`, with recurrent dropout, or when params, carry and inputs are not all of
     one floating dtype. Input dropout multiplies all steps at once, as the step does.
 
-    `native_layer` (float32 only, where `seqjax.fast.native.available()`): evaluation runs its forward
-    kernel where the plan says `native` (`native_head` with a head), gradients its training kernels where
-    it says `native_train`, instead of the engine's loops.
+    `native_kernels` (float32 only, where `seqjax.fast.native.available()`): evaluation runs their forward
+    pass where the plan says `native` (`native_head` with a head), gradients their training passes where it
+    says `native_train`, instead of the engine's loops; `sequence.closed_loop` runs their closed loop.
 
     `head` (an `engine.Head`, with its `head_params`; `chain` passes the dense / activation parts that
     follow the layer, without `mask` or `reset`): the outputs are the head's, and evaluated without a
@@ -170,7 +168,10 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
             return by_reference()
         time, batch, features = xs_TB.shape
         plan = plan_for(batch, time, features, carry[0].shape[-1], maths.name)
-        if plan.use_reference:
+        evaluate_native = plan.native_head if head is not None and head.affine is None else plan.native
+        on_kernels = ((evaluate_native or plan.native_train) and native_kernels is not None and matmul_dtype is None
+                      and next(iter(dtypes)) == jnp.float32 and native.available())
+        if plan.use_reference and not on_kernels:
             return by_reference()
         # one input dropout mask for the whole call, as the step applies it
         inputs = xs_TB * noise["x"] if noise is not None and "x" in noise else xs_TB
@@ -180,12 +181,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         w = engine.Weights(*(None if n is None else params[n] for n in names))
         if matmul_dtype is not None:
             w = w._replace(w_x=w.w_x.astype(matmul_dtype), w_h=w.w_h.astype(matmul_dtype))
-        loop = _loop(maths, plan, head)
-        evaluate_native = plan.native_head if head is not None and head.affine is None else plan.native
-        if ((evaluate_native or plan.native_train)
-                and native_layer is not None and matmul_dtype is None
-                and next(iter(dtypes)) == jnp.float32 and native.available()):
-            loop = _native_loop(maths, plan, native_layer, head)
+        loop = _native_loop(maths, plan, native_kernels, head) if on_kernels else _loop(maths, plan, head)
         if head is None:
             new_carry, ys_TB = loop(w, tuple(carry), inputs)
         else:
@@ -195,7 +191,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
     def closed_loop(params, carry, x0, steps: int, w_d, b_d):
         """`(carry, ys [B, steps, F])`: `steps` closed-loop steps from `x0 [B, F]` through the layer and the
         affine head `y = h w_d + b_d` (`w_d [H, F]`, `b_d [F]` or None), each `y` fed back as the next input,
-        on `native_layer.closed_loop`; None where it does not apply (other maths, mixed precision, not all
+        on the native closed-loop kernel; None where it does not apply (other maths, mixed precision, not all
         float32, the plan or the machine without the kernel)."""
         head = _float32_affine(w_d, b_d)
         arrays = [params[n] for n in param_names] + list(carry) + [x0]
@@ -208,10 +204,11 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
             return None
         names = tuple(param_names) + (None,) * (4 - len(param_names))
         w = engine.Weights(*(None if n is None else params[n] for n in names))
-        new_carry, ys = native_layer.closed_loop(w, tuple(carry), x0, steps, *head, plan)
+        new_carry, ys = native.layer_closed_loop(native_kernels, w, tuple(carry), x0, *head, steps,
+                                                 threads=plan.native_threads)
         return carry_type(*new_carry), ys
 
     sequence.takes_head = True
-    if native_layer is not None and native_layer.closed_loop is not None:
+    if native_kernels is not None:
         sequence.closed_loop = closed_loop  # `chain` of this layer and a dense head gives it to `sj.rollout`
     return sequence

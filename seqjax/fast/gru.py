@@ -6,7 +6,8 @@ gradients as `[B, 3H]` arrays, concatenated in the step: one `dzh @ U^T` per ste
 per gate block measured 1.07-1.09x faster train steps at large, 1.0-1.14x at long, 1.15x at B 32 T 100
 H 64, 1.22x at B 8 T 1000 H 64, alike at medium and many (`python -m benchmarks.attempts --what
 gru_train`). `reset_after=False`, other activations, `mask`, `reset` and recurrent dropout run the
-reference loop.
+reference loop. On CPU the native kernels (`seqjax.fast.native.GRU`) run evaluation, training and closed loops
+where the plan chooses them, as for the LSTM.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from seqjax.fast import native
 from seqjax.fast._common import blocks, fast_sequence
 from seqjax.fast.engine import Gated, matmul
 
@@ -46,4 +48,4 @@ def gru_sequence(step, initial_carry, *, reset_after, activation, recurrent_acti
     """The fast `sequence` of a GRU cell built from its `step` (the reference it falls back to)."""
     maths = reset_after and activation is jnp.tanh and recurrent_activation is jax.nn.sigmoid
     return fast_sequence(step, initial_carry, GRU, param_names=("w_x", "w_h", "b_x", "b_h"), carry_type=carry_type,
-                         maths_supported=maths, matmul_dtype=matmul_dtype)
+                         maths_supported=maths, matmul_dtype=matmul_dtype, native_kernels=native.GRU)

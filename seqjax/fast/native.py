@@ -1,5 +1,5 @@
-"""The native CPU kernels: an LSTM layer's forward and backward passes over a whole sequence, each one XLA FFI
-custom call.
+"""The native CPU kernels: an LSTM or GRU layer's forward and backward passes over a whole sequence, each one XLA
+FFI custom call.
 
 XLA:CPU runs a loop body's operations one after another on one core, ~0.5 µs each, and a step's small
 matmul there does not use the second core (BENCHMARKS.md, "Why"). `kernels/lstm_cpu.cc` runs every step
@@ -13,8 +13,11 @@ off (`SEQJAX_NATIVE=0`), `available()` is False, `unavailable_reason()` says why
 engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance. Evaluation runs
 `lstm_forward` (`lstm_forward_head` with a dense head inside); training runs `lstm_forward_train` (which
 also keeps every step's `c`) and `lstm_backward` (which recomputes each step's gates from the kept
-outputs); `sj.rollout` of an LSTM with a dense head runs `lstm_closed_loop`. `SEQJAX_NATIVE_THREADS` caps
-the cores they use.
+outputs); `sj.rollout` of an LSTM with a dense head runs `lstm_closed_loop`. The GRU (`reset_after`, the
+Keras/PyTorch/Flax form) has the same kernels without `c` (`GRU`; `gru_forward`, also training's forward pass
+since the backward pass needs only the outputs, and `gru_backward`), its weights mapped to four gate blocks
+(`_gru_blocks`). `layer_forward`, `layer_train`, `layer_backward` and `layer_closed_loop` run either cell's
+kernels (`Kernels`). `SEQJAX_NATIVE_THREADS` caps the cores they use.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,9 +44,15 @@ TARGET_TRAIN = "seqjax_lstm_forward_train"
 TARGET_BACKWARD = "seqjax_lstm_backward"
 TARGET_CLOSED_LOOP = "seqjax_lstm_closed_loop"
 TARGET_HEAD = "seqjax_lstm_forward_head"
+TARGET_GRU = "seqjax_gru_forward"
+TARGET_GRU_BACKWARD = "seqjax_gru_backward"
+TARGET_GRU_CLOSED_LOOP = "seqjax_gru_closed_loop"
+TARGET_GRU_HEAD = "seqjax_gru_forward_head"
 _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
             TARGET_BACKWARD: "SeqjaxLstmBackward", TARGET_CLOSED_LOOP: "SeqjaxLstmClosedLoop",
-            TARGET_HEAD: "SeqjaxLstmForwardHead"}
+            TARGET_HEAD: "SeqjaxLstmForwardHead", TARGET_GRU: "SeqjaxGruForward",
+            TARGET_GRU_BACKWARD: "SeqjaxGruBackward", TARGET_GRU_CLOSED_LOOP: "SeqjaxGruClosedLoop",
+            TARGET_GRU_HEAD: "SeqjaxGruForwardHead"}
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
 _registered: list = []  # the library registered with XLA
@@ -173,9 +183,52 @@ def _head_columns(w_d, b_d):
     return jnp.pad(w_d, ((0, 0), (0, pad))), jnp.pad(b_d, (0, pad))
 
 
-def _forward(target: str, w_x, w_h, b, h, c, xs_TB, batch_major: bool, threads: int, head=None):
+def _gru_blocks(w_x, w_h, b_x, b_h):
+    """A GRU's weights (gate blocks `[z, r, n]`) as the kernels' four blocks `[n_x, z, r, n_h]` of an LSTM's
+    shapes, `(w_x [F, 4H], w_h [H, 4H], b [4H])`: `x` feeds `n_x, z, r`, `h` feeds `z, r, n_h` (zeros in the
+    other block), the biases of `z` and `r` summed."""
+    hidden = w_h.shape[0]
+    z, r, n = (slice(k * hidden, (k + 1) * hidden) for k in range(3))
+    zeros_x, zeros_h = jnp.zeros((w_x.shape[0], hidden), w_x.dtype), jnp.zeros((hidden, hidden), w_h.dtype)
+    return (jnp.concatenate([w_x[:, n], w_x[:, z], w_x[:, r], zeros_x], axis=1),
+            jnp.concatenate([zeros_h, w_h[:, z], w_h[:, r], w_h[:, n]], axis=1),
+            jnp.concatenate([b_x[n], b_x[z] + b_h[z], b_x[r] + b_h[r], b_h[n]]))
+
+
+def _gru_gradients(g_x, g_h, g_b):
+    """The gradients of `_gru_blocks`' outputs as those of its inputs: `(dw_x, dw_h, db_x, db_h)`."""
+    hidden = g_h.shape[0]
+    n_x, z, r, n_h = (slice(k * hidden, (k + 1) * hidden) for k in range(4))
+    return (jnp.concatenate([g_x[:, z], g_x[:, r], g_x[:, n_x]], axis=1),
+            jnp.concatenate([g_h[:, z], g_h[:, r], g_h[:, n_h]], axis=1),
+            jnp.concatenate([g_b[z], g_b[r], g_b[n_x]]), jnp.concatenate([g_b[z], g_b[r], g_b[n_h]]))
+
+
+class Kernels(NamedTuple):
+    """One cell's kernels (XLA FFI targets) and how its weights `(w_x, w_h, b_x, b_h)` (`b_h` None for one
+    bias) map to theirs: `blocks(w_x, w_h, b_x, b_h) -> (w_x, w_h, b)` in four gate blocks, `gradients(dw_x,
+    dw_h, db) -> (dw_x, dw_h, db_x, db_h)` back. `train`: the training forward pass, which also keeps every
+    step's `c` (None: `forward` keeps all the backward pass needs)."""
+
+    forward: str
+    head: str
+    train: str | None
+    backward: str
+    closed_loop: str
+    blocks: Callable
+    gradients: Callable
+
+
+LSTM = Kernels(TARGET, TARGET_HEAD, TARGET_TRAIN, TARGET_BACKWARD, TARGET_CLOSED_LOOP,
+               lambda w_x, w_h, b_x, b_h: (w_x, w_h, b_x), lambda g_x, g_h, g_b: (g_x, g_h, g_b, None))
+GRU = Kernels(TARGET_GRU, TARGET_GRU_HEAD, None, TARGET_GRU_BACKWARD, TARGET_GRU_CLOSED_LOOP, _gru_blocks,
+              _gru_gradients)
+
+
+def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, threads: int, head=None):
     """The forward kernel `target`'s outputs: `ys` (the head's outputs with `head = (w_d, b_d)`), every step's
-    `c` (the training kernel), the final `h, c`."""
+    `c` (the LSTM's training kernel), the final carry (`h, c` or the GRU's `h`). `w_x, w_h, b`: in four gate
+    blocks (`Kernels.blocks`)."""
     _require(target)
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
@@ -184,33 +237,28 @@ def _forward(target: str, w_x, w_h, b, h, c, xs_TB, batch_major: bool, threads: 
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, time, width) if batch_major else (time, batch, width), jnp.float32)
     sequences = (ys, ys) if target == TARGET_TRAIN else (ys,)
-    call = jax.ffi.ffi_call(target, sequences + (state, state), vmap_method="sequential")
+    call = jax.ffi.ffi_call(target, sequences + (state,) * len(carry), vmap_method="sequential")
     head_columns = () if head is None else _head_columns(*head)
-    return call(xs_TB, w, bias, h, c, *head_columns, batch_major=batch_major, threads=np.int64(threads))
+    return call(xs_TB, w, bias, *carry, *head_columns, batch_major=batch_major, threads=np.int64(threads))
 
 
-def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
-    """`((h, c), ys)` of an LSTM layer (`sj.lstm`'s maths and gate order `[i, f, g, o]`) over `xs_TB
-    [T, B, F]` from the carry `h, c [B, H]`, float32. `ys` is `[B, T, H]` when `batch_major` (written in
-    that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). Builds and registers
-    the kernel on first use; raises RuntimeError (with the reason) where it is not `available()`."""
-    ys, h, c = _forward(TARGET, w_x, w_h, b, h, c, xs_TB, batch_major, threads)
-    return (h, c), ys
+def layer_forward(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: bool = True, threads: int = 0,
+                  head=None):
+    """`(carry, ys)` of `kernels`' layer with `weights = (w_x, w_h, b_x, b_h)` over `xs_TB [T, B, F]` from
+    `carry` (`[B, H]` arrays), float32: `ys [B, T, H]` when `batch_major`, else `[T, B, H]`; with `head = (w_d
+    [H, O], b_d [O])`, those of the affine head `y_t = h_t w_d + b_d` inside the kernel instead (`[.., O]`)."""
+    target = kernels.forward if head is None else kernels.head
+    ys, *carry = _forward(target, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads, head)
+    return tuple(carry), ys
 
 
-def lstm_forward_head(w_x, w_h, b, h, c, xs_TB, w_d, b_d, *, batch_major: bool = True, threads: int = 0):
-    """`((h, c), ys)`: `lstm_forward` followed by the affine head `y_t = h_t w_d + b_d` (`w_d [H, O]`, `b_d
-    [O]`) inside the kernel, which writes only the head's outputs: `ys [B, T, O]` when `batch_major`, else
-    `[T, B, O]`."""
-    ys, h, c = _forward(TARGET_HEAD, w_x, w_h, b, h, c, xs_TB, batch_major, threads, head=(w_d, b_d))
-    return (h, c), ys
-
-
-def lstm_forward_train(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
-    """`((h, c), ys, cs)`: `lstm_forward`, plus every step's cell state `cs` (laid out as `ys`), which
-    `lstm_backward` needs."""
-    ys, cs, h, c = _forward(TARGET_TRAIN, w_x, w_h, b, h, c, xs_TB, batch_major, threads)
-    return (h, c), ys, cs
+def layer_train(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: bool = True, threads: int = 0):
+    """`(carry, ys, kept)`: `layer_forward` and what `layer_backward` needs besides (`(ys,)` or `(ys, cs)`)."""
+    if kernels.train is None:
+        carry, ys = layer_forward(kernels, weights, carry, xs_TB, batch_major=batch_major, threads=threads)
+        return carry, ys, (ys,)
+    ys, cs, *carry = _forward(kernels.train, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads)
+    return tuple(carry), ys, (ys, cs)
 
 
 def _transposed(w, features: int, hidden: int):
@@ -223,39 +271,96 @@ def _transposed(w, features: int, hidden: int):
                             wt[:, :features], jnp.zeros((wt.shape[0], -features % 16), wt.dtype)], axis=1)
 
 
-def lstm_backward(w_x, w_h, b, h, c, xs_TB, ys, cs, dys, dh, dc, *, batch_major: bool = True, threads: int = 0):
-    """The gradients of an `lstm_forward_train` call from those of its outputs `dys` (laid out as `ys`) and of
-    its final carry `dh, dc [B, H]`: `((dw_x, dw_h, db), (dh0, dc0), dxs_TB)`, float32. `h, c`: the initial
-    carry; `ys, cs`: what `lstm_forward_train` returned with the same `batch_major`."""
-    _require(TARGET_BACKWARD)
+def layer_backward(kernels: Kernels, weights, carry: tuple, xs_TB, kept: tuple, dys, d_carry: tuple, *,
+                   batch_major: bool = True, threads: int = 0):
+    """The gradients of a `layer_train` call (with the same `batch_major`) from those of its outputs `dys` (laid
+    out as `ys`) and of its final carry: `((dw_x, dw_h, db_x, db_h), d_carry0, dxs_TB)`, float32 (`db_h` None
+    where `weights` has one bias). `carry`: the initial carry; `kept`: what `layer_train` returned."""
+    _require(kernels.backward)
     time, batch, features = xs_TB.shape
+    w_x, w_h, b = kernels.blocks(*weights)
     hidden = w_h.shape[0]
     w, bias = pack(w_x, w_h, b)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     out = (jax.ShapeDtypeStruct(xs_TB.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
-           jax.ShapeDtypeStruct(bias.shape, jnp.float32), state, state)
-    call = jax.ffi.ffi_call(TARGET_BACKWARD, out, vmap_method="sequential")
-    dxs, dw, dbias, dh0, dc0 = call(xs_TB, w, _transposed(w, features, hidden), bias, h, c, ys, cs, dys, dh, dc,
-                                    batch_major=batch_major, threads=np.int64(threads))
-    return unpack(dw, dbias, features), (dh0, dc0), dxs
+           jax.ShapeDtypeStruct(bias.shape, jnp.float32)) + (state,) * len(carry)
+    call = jax.ffi.ffi_call(kernels.backward, out, vmap_method="sequential")
+    dxs, dw, dbias, *d_carry0 = call(xs_TB, w, _transposed(w, features, hidden), bias, *carry, *kept, dys,
+                                     *d_carry, batch_major=batch_major, threads=np.int64(threads))
+    return kernels.gradients(*unpack(dw, dbias, features)), tuple(d_carry0), dxs
 
 
-def lstm_closed_loop(w_x, w_h, b, h, c, x0, w_d, b_d, steps: int, *, threads: int = 0):
-    """`((h, c), ys [B, steps, F])`: `steps` closed-loop steps of an LSTM layer and an affine head from `x0
-    [B, F]` and the carry `h, c [B, H]`, float32: `h_t, c_t = lstm(x_t, h_(t-1), c_(t-1))`, `y_t = h_t w_d +
-    b_d` (`w_d [H, F]`, `b_d [F]`), `x_(t+1) = y_t`. The final carry has consumed `x_0 .. x_(steps-1)`.
+def layer_closed_loop(kernels: Kernels, weights, carry: tuple, x0, w_d, b_d, steps: int, *, threads: int = 0):
+    """`(carry, ys [B, steps, F])`: `steps` closed-loop steps of `kernels`' layer and an affine head from `x0
+    [B, F]` and `carry`, float32: `carry_t = cell(x_t, carry_(t-1))`, `y_t = h_t w_d + b_d` (`w_d [H, F]`, `b_d
+    [F]`), `x_(t+1) = y_t`. The final carry has consumed `x_0 .. x_(steps-1)`.
 
     After the first step the fed-back input's projection is folded into the recurrent one (`x_(t+1) w_x =
     h_t (w_d w_x) + b_d w_x`): the same maths in another order of float32 roundings, one `[B, H] x [H, 4H]`
-    matmul a step instead of `[B, F + H] x [F + H, 4H]` and the head's product off the recurrence."""
-    _require(TARGET_CLOSED_LOOP)
+    matmul a step instead of `[B, F + H] x [F + H, 4H]` and the head's product off the recurrence (a GRU's
+    candidate block `x w_n` becomes a fourth block of `h`'s)."""
+    _require(kernels.closed_loop)
     batch, features = x0.shape
+    w_x, w_h, b = kernels.blocks(*weights)
     hidden = w_h.shape[0]
     w, bias = pack(w_x, w_h, b)
     w_folded, bias_folded = pack(jnp.zeros((0, w_h.shape[1]), w_h.dtype), w_h + w_d @ w_x, b + b_d @ w_x)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, steps, features), jnp.float32)
-    call = jax.ffi.ffi_call(TARGET_CLOSED_LOOP, (ys, state, state), vmap_method="sequential")
-    ys, h, c = call(x0[None], w, bias, h, c, w_folded, bias_folded, *_head_columns(w_d, b_d),
-                    threads=np.int64(threads))
-    return (h, c), ys
+    call = jax.ffi.ffi_call(kernels.closed_loop, (ys,) + (state,) * len(carry), vmap_method="sequential")
+    ys, *carry = call(x0[None], w, bias, *carry, w_folded, bias_folded, *_head_columns(w_d, b_d),
+                      threads=np.int64(threads))
+    return tuple(carry), ys
+
+
+def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
+    """`((h, c), ys)` of an LSTM layer (`sj.lstm`'s maths and gate order `[i, f, g, o]`) over `xs_TB
+    [T, B, F]` from the carry `h, c [B, H]`, float32. `ys` is `[B, T, H]` when `batch_major` (written in
+    that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). Builds and registers
+    the kernel on first use; raises RuntimeError (with the reason) where it is not `available()`."""
+    return layer_forward(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, batch_major=batch_major, threads=threads)
+
+
+def lstm_forward_head(w_x, w_h, b, h, c, xs_TB, w_d, b_d, *, batch_major: bool = True, threads: int = 0):
+    """`((h, c), ys)`: `lstm_forward` followed by the affine head `y_t = h_t w_d + b_d` (`w_d [H, O]`, `b_d
+    [O]`) inside the kernel, which writes only the head's outputs: `ys [B, T, O]` when `batch_major`, else
+    `[T, B, O]`."""
+    return layer_forward(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, batch_major=batch_major, threads=threads,
+                         head=(w_d, b_d))
+
+
+def lstm_forward_train(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
+    """`((h, c), ys, cs)`: `lstm_forward`, plus every step's cell state `cs` (laid out as `ys`), which
+    `lstm_backward` needs."""
+    carry, ys, (_, cs) = layer_train(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, batch_major=batch_major,
+                                     threads=threads)
+    return carry, ys, cs
+
+
+def lstm_backward(w_x, w_h, b, h, c, xs_TB, ys, cs, dys, dh, dc, *, batch_major: bool = True, threads: int = 0):
+    """The gradients of an `lstm_forward_train` call from those of its outputs `dys` (laid out as `ys`) and of
+    its final carry `dh, dc [B, H]`: `((dw_x, dw_h, db), (dh0, dc0), dxs_TB)`, float32. `h, c`: the initial
+    carry; `ys, cs`: what `lstm_forward_train` returned with the same `batch_major`."""
+    grads, d_carry, dxs = layer_backward(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, (ys, cs), dys, (dh, dc),
+                                         batch_major=batch_major, threads=threads)
+    return grads[:3], d_carry, dxs
+
+
+def lstm_closed_loop(w_x, w_h, b, h, c, x0, w_d, b_d, steps: int, *, threads: int = 0):
+    """`((h, c), ys [B, steps, F])`: `layer_closed_loop` of an LSTM layer (`lstm_forward`'s maths)."""
+    return layer_closed_loop(LSTM, (w_x, w_h, b, None), (h, c), x0, w_d, b_d, steps, threads=threads)
+
+
+def gru_forward(w_x, w_h, b_x, b_h, h, xs_TB, *, batch_major: bool = True, threads: int = 0):
+    """`((h,), ys)` of a GRU layer (`sj.gru`'s maths with `reset_after`, gate order `[z, r, n]`: `n = tanh(x w_n
+    + b_xn + r (h w_hn + b_hn))`, `h' = z h + (1 - z) n`) over `xs_TB [T, B, F]` from `h [B, H]`, float32;
+    `ys` laid out as `lstm_forward`'s. Also the forward pass of training: `gru_backward` needs only `ys`."""
+    return layer_forward(GRU, (w_x, w_h, b_x, b_h), (h,), xs_TB, batch_major=batch_major, threads=threads)
+
+
+def gru_backward(w_x, w_h, b_x, b_h, h, xs_TB, ys, dys, dh, *, batch_major: bool = True, threads: int = 0):
+    """The gradients of a `gru_forward` call from those of its outputs `dys` (laid out as `ys`) and of its final
+    `dh [B, H]`: `((dw_x, dw_h, db_x, db_h), (dh0,), dxs_TB)`, float32. `h`: the initial carry; `ys`: what
+    `gru_forward` returned with the same `batch_major`. Each step's gates are recomputed from `ys`."""
+    return layer_backward(GRU, (w_x, w_h, b_x, b_h), (h,), xs_TB, (ys,), dys, (dh,), batch_major=batch_major,
+                          threads=threads)

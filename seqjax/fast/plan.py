@@ -29,8 +29,9 @@ class Plan(NamedTuple):
     recompute its forward pass in the backward pass, instead of keeping every step's residuals.
     `fuse_xh`: one matmul of `[x_t, h]` per step instead of two (cells whose gates add the two).
     `batch_major`: the forward pass writes its outputs `[B, T, H]` in the loop (no transpose after).
-    `use_reference`: run the cell's reference loop instead (where that measured faster). `native`: evaluate
-    (no gradient) with the native CPU kernel where it is available (`seqjax.fast.native`; LSTM), on at most
+    `use_reference`: run the cell's reference loop instead of the engine (where that measured faster), unless
+    the native kernels run. `native`: evaluate (no gradient) with the native CPU kernels where they are
+    available (`seqjax.fast.native`; LSTM, GRU), on at most
     `native_threads` cores (0: all), a head that is one linear `dense` inside it; `native_head`: also when
     another `chain` head follows the layer (the kernel then writes the layer's outputs, which the engine's
     loop with the head does not); `native_train`: under a
@@ -162,22 +163,29 @@ def huge_pages() -> bool:
 # which took small to 0.39-0.41 and medium to 5.7). Below `_NATIVE_MACS` one thread
 # (B 5 F 3 H 20: 0.21 vs 0.27 ms on all; B 16 F 4 H 16: 0.21 vs 0.21); from it all (B 8 F 16 H 64: 0.38 vs
 # 0.56 on one; small 0.53 vs 0.80).
+# The GRU kernels (the same kernels with GRU rows; training keeps only the outputs) against the engine's train
+# step or, at small, the reference loop (which the plan ran there), `chain(gru, dense)`, two identical contenders
+# each (`benchmarks.attempts --what native_train`), ms: small 0.94-1.25 vs 1.38-1.40 (engine 1.95-2.05); medium
+# 22.8-25.3 vs 28.1-29.5; large 265-289 vs 352-398; long 122-138 vs 187-190; many 168 vs 182 (a slow state of
+# the host: its `jnp.dot` peak read 185 GFLOP/s, not ~400). Closed loop, 200 steps, against the loop over `step`:
+# B 4 F 3 H 8 0.12 vs 0.42 ms; B 16 F 4 H 16 0.36 vs 0.56; small 0.84 vs 1.28; medium 8.3 vs 15.3.
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
 _NATIVE_HEAD_BYTES = 20 * 2**20
 _NATIVE_TRAIN_BYTES = 64 * 2**20
+NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training kernels keep (outputs, LSTM's `c`)
 
 
 def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) -> dict:
-    """The `native` fields of the CPU plan: the kernels for LSTM layers from `_NATIVE_MACS` per step; with a
-    head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays under
-    `_NATIVE_TRAIN_BYTES`; closed loops at every size, on one core below `_NATIVE_MACS`."""
-    if cell != "lstm":
+    """The `native` fields of the CPU plan: the kernels for LSTM and GRU layers from `_NATIVE_MACS` per step;
+    with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays
+    under `_NATIVE_TRAIN_BYTES`; closed loops at every size, on one core below `_NATIVE_MACS`."""
+    if cell not in NATIVE_KEPT:
         return {}
     if batch * 4 * hidden * (features + hidden) < _NATIVE_MACS:
         return {"native_closed_loop": True, "native_threads": 1}
     outputs = 4 * batch * time * hidden
     return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES,
-            "native_train": 2 * outputs <= _NATIVE_TRAIN_BYTES, "native_closed_loop": True}
+            "native_train": NATIVE_KEPT[cell] * outputs <= _NATIVE_TRAIN_BYTES, "native_closed_loop": True}
 
 
 def fuse_xh(batch: int, features: int, hidden: int, cell: str = "lstm") -> bool:
@@ -211,7 +219,8 @@ def plan_for(batch: int, time: int, features: int, hidden: int, cell: str = "lst
     keep_bytes = 4 * batch * time * (KEPT[cell] + 2) * hidden
     if keep_bytes <= _SMALL_BYTES:
         # small GRU: JAX's own scan VJP of the reference loop measured 1.1x faster than this backward pass
-        return Plan(use_reference=True) if cell == "gru" else Plan(chunk=0, fuse_xh=fused, **native)
+        # (`use_reference` yields to the native kernels where they run)
+        return Plan(use_reference=cell == "gru", chunk=0, fuse_xh=fused, **native)
     chunk = chunk_steps(batch, time, features, hidden, cell)
     huge = huge_pages() if huge is None else huge
     if keep_bytes <= (_KEEP_BYTES_HUGE if huge else _KEEP_BYTES):

@@ -1,5 +1,5 @@
-// seqjax native CPU kernels: the forward and backward passes of one LSTM layer over a whole sequence, and its
-// closed loop with a dense head, each as an XLA FFI custom call.
+// seqjax native CPU kernels: the forward and backward passes of one LSTM or GRU layer over a whole sequence, and
+// its closed loop with a dense head, each as an XLA FFI custom call.
 //
 // XLA:CPU runs a loop body's operations one after another on one core, ~0.5 us each, and a step's small
 // matmul there does not use the second core; these kernels run every step of the recurrence in one call and
@@ -17,6 +17,10 @@
 // Heads (both in `Forward`): `seqjax_lstm_forward_head` runs an affine head (a `chain`'s dense) on each step's
 // h inside the call and writes only its outputs; `seqjax_lstm_closed_loop` feeds the head's output back as the
 // next input (`sj.rollout`), its projection folded into the recurrent weights after the first step.
+//
+// GRU (`reset_after`): the same kernels with `gru_rows` for the cell's rows and no c. Its weights are packed in
+// four blocks [n_x, z, r, n_h] per group of units: x's rows feed the first three, h's rows the last three
+// (n = tanh(n_x + r n_h) needs them apart), and the products skip the zero block of each.
 //
 // Built on first use by `seqjax.fast.native` with the machine's C++ compiler (-O3 -march=native); the vector
 // code uses GCC/Clang vector extensions (16 float lanes), which the compiler maps to AVX-512, AVX2 or NEON.
@@ -210,13 +214,14 @@ class Pool {
 };
 
 // ---- forward ---------------------------------------------------------------------------------------------
-// acc[r][j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV
-template <int MR, int NV>
+// out[r][J0 + j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV
+template <int MR, int NV, int J0 = 0>
 inline void gemm_acc(int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w,
                      int64_t ldw, vf (&out)[MR][4]) {
+  static_assert(J0 + NV <= 4, "four accumulators per row");
   vf acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < NV; ++j) acc[r][j] = out[r][j];
+    for (int j = 0; j < NV; ++j) acc[r][j] = out[r][J0 + j];
   for (int64_t k = 0; k < K; ++k) {
     const float* wk = w + k * ldw;
     vf b[NV];
@@ -228,7 +233,7 @@ inline void gemm_acc(int64_t K, const float* __restrict a, int64_t ar, int64_t a
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < NV; ++j) out[r][j] = acc[r][j];
+    for (int j = 0; j < NV; ++j) out[r][J0 + j] = acc[r][j];
 }
 
 // f(std::integral_constant<int, MR>, b0) over the rows 0..n-1 in blocks of at most 6
@@ -260,16 +265,23 @@ inline void store_part(float* p, vf v, int valid) {
   std::memcpy(p, tmp, valid * sizeof(float));
 }
 
-// z = [x, h] [w_x; w_h] + b for rows b0..b0+MR-1 of group g (the four gates' 16 columns each): x rows at `x`
-// (stride F), h rows at `h` (stride hs); w, bias: the packed weights.
+// z = [x, h] [w_x; w_h] + b for rows b0..b0+MR-1 of group g (four blocks of 16 columns): x rows at `x`
+// (stride F), h rows at `h` (stride hs); w, bias: the packed weights. `gru`: the GRU's packing, blocks
+// [n_x, z, r, n_h] of which x's rows feed the first three and h's rows the last three (the rest of the packed
+// rows are zeros, skipped here).
 template <int MR>
 inline void preactivations(int64_t F, int64_t H, const float* x, const float* h, int64_t hs, const float* w,
-                           const float* bias, int64_t g, vf (&z)[MR][4]) {
+                           const float* bias, int64_t g, vf (&z)[MR][4], bool gru = false) {
   const float* wg = w + g * (F + H) * GW;
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < 4; ++j) z[r][j] = load(bias + g * GW + j * L);
-  gemm_acc<MR, 4>(F, x, F, 1, wg, GW, z);
-  gemm_acc<MR, 4>(H, h, hs, 1, wg + F * GW, GW, z);
+  if (gru) {
+    gemm_acc<MR, 3>(F, x, F, 1, wg, GW, z);
+    gemm_acc<MR, 3, 1>(H, h, hs, 1, wg + F * GW + L, GW, z);
+  } else {
+    gemm_acc<MR, 4>(F, x, F, 1, wg, GW, z);
+    gemm_acc<MR, 4>(H, h, hs, 1, wg + F * GW, GW, z);
+  }
 }
 
 // The gates i, f, g, o of one row's pre-activations, in place.
@@ -300,6 +312,27 @@ inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev,
     store_part(cb, cn, valid);
     store_part(h_next + b * H + u0, hv, valid);
     out(b, hv, cn);
+  }
+}
+
+// One GRU step (`reset_after`: n = tanh(x w_n + b_xn + r (h w_hn + b_hn)), h' = z h + (1 - z) n) for rows
+// b0..b0+MR-1 of group g, packed as in `preactivations` with `gru` (the bias of z and r: b_x + b_h), from x rows
+// at `x` and h_prev [B, H] into h_next; then out(b, h, h) with each row's new h. `folded`: the closed loop's
+// steps without inputs, whose h rows feed all four blocks (n_x: the fed-back input's projection).
+template <int MR, class Out>
+inline void gru_rows(int64_t F, int64_t H, const float* x, const float* h_prev, const float* w, const float* bias,
+                     float* h_next, int64_t g, int64_t b0, bool folded, Out&& out) {
+  vf z[MR][4];
+  preactivations<MR>(F, H, x, h_prev + b0 * H, H, w, bias, g, z, !folded);
+  const int64_t u0 = g * U;
+  const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+  for (int r = 0; r < MR; ++r) {
+    const int64_t b = b0 + r;
+    const vf update = vsigmoid(z[r][1]), reset = vsigmoid(z[r][2]);
+    const vf n = vtanh(z[r][0] + reset * z[r][3]);
+    vf hv = update * load_part(h_prev + b * H + u0, valid) + (1.0f - update) * n;
+    store_part(h_next + b * H + u0, hv, valid);
+    out(b, hv, hv);
   }
 }
 
@@ -338,12 +371,16 @@ inline void head_rows(int64_t H, int64_t FP, int64_t FO, const float* hs, int64_
 // only. Its projection is folded into the recurrent one, x_{t+1} w_x = h_t (wd w_x) + bd w_x, so steps
 // 1..T-1 run an LSTM without inputs on wf ([G, H, 64]: w_h + wd w_x, packed) and biasf (b + bd w_x), and y_t
 // stays off the recurrence.
+//
+// GRU (`gru`): the same with `gru_rows`' packing and no c (c, cs null); its closed loop's folded weights fill
+// all four blocks of the h rows (n_x: h_t wd w_xn + bd w_xn).
 struct Forward {
   int64_t T, B, F, H, G;
   const float *xs, *w, *bias;
   float *ys, *cs, *h, *c, *hbuf;
   bool batch_major;
   int threads;  // at most; 0: all
+  bool gru = false;
   const float *wd = nullptr, *bd = nullptr;
   int64_t FO = 0, FP = 0;
   const float *wf = nullptr, *biasf = nullptr;
@@ -355,14 +392,19 @@ struct Forward {
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
     const bool folded = wf && t > 0;
-    cell_rows<MR>(folded ? 0 : F, H, folded ? nullptr : xs + (t * B + b0) * F, hbuf + (t % 2) * B * H,
-                  folded ? wf : w, folded ? biasf : bias, c, hbuf + ((t + 1) % 2) * B * H, g, b0,
-                  [&](int64_t b, vf hv, vf cn) {
-                    if (wd) return;
-                    const int64_t y = out_row(t, b) * H + u0;
-                    store_part(ys + y, hv, valid);
-                    if (cs) store_part(cs + y, cn, valid);
-                  });
+    const float* x = folded ? nullptr : xs + (t * B + b0) * F;
+    const float *h_prev = hbuf + (t % 2) * B * H, *wt = folded ? wf : w, *bt = folded ? biasf : bias;
+    float* h_next = hbuf + ((t + 1) % 2) * B * H;
+    auto out = [&](int64_t b, vf hv, vf cn) {
+      if (wd) return;
+      const int64_t y = out_row(t, b) * H + u0;
+      store_part(ys + y, hv, valid);
+      if (cs) store_part(cs + y, cn, valid);
+    };
+    if (gru)
+      gru_rows<MR>(folded ? 0 : F, H, x, h_prev, wt, bt, h_next, g, b0, folded, out);
+    else
+      cell_rows<MR>(folded ? 0 : F, H, x, h_prev, wt, bt, c, h_next, g, b0, out);
   }
   void run() {
     advise_huge_pages(ys, T * B * (wd ? FO : H) * sizeof(float));
@@ -398,12 +440,17 @@ struct Forward {
 // the last thread dz w_x^T, the gradient of x_t. wt [G * 64, NP]: the packed weights transposed, columns
 // [h units (G * 16), x features (padded to 16)]. dh, dc: the carry's gradient, updated in place; dw, db
 // accumulate the packed weights' gradient.
+//
+// GRU (`gru`; c0, cs, dc null): dz holds the gradients of the blocks [n_x, z, r, n_h] (dn, dz, dr, dn r), of
+// which x's rows take the first three and h's rows the last three; the gradient reaching h_{t-1} directly
+// (dh z) waits in dh for the product after the barrier to be added.
 struct Backward {
   int64_t T, B, F, H, G, NP;
   const float *xs, *w, *wt, *bias, *h0, *c0, *ys, *cs, *dys;
   float *dxs, *dw, *db, *dh, *dc, *dzbuf;
   bool batch_major;
   int threads;
+  bool gru = false;
 
   int64_t row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
   // h_t and c_t of row b (t = -1: the initial carry), and the stride between rows
@@ -435,37 +482,85 @@ struct Backward {
     }
   }
 
+  template <int MR>
+  void gru_gates(int64_t t, int64_t g, int64_t b0) const {
+    vf z[MR][4];
+    preactivations<MR>(F, H, xs + (t * B + b0) * F, h_at(t - 1, b0), stride(t - 1), w, bias, g, z, true);
+    const int64_t u0 = g * U;
+    const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+    for (int r = 0; r < MR; ++r) {
+      const int64_t b = b0 + r;
+      const vf update = vsigmoid(z[r][1]), reset = vsigmoid(z[r][2]), hn = z[r][3];
+      const vf n = vtanh(z[r][0] + reset * hn);
+      vf h_prev = load_part(h_at(t - 1, b) + u0, valid);
+      vf dhv = load_part(dys + row(t, b) * H + u0, valid) + load_part(dh + b * H + u0, valid);
+      vf dn = dhv * (1.0f - update) * (1.0f - n * n);
+      float* dz = dz_at(t) + b * G * GW + g * GW;
+      store(dz, dn);
+      store(dz + L, dhv * (h_prev - n) * update * (1.0f - update));
+      store(dz + 2 * L, dn * hn * reset * (1.0f - reset));
+      store(dz + 3 * L, dn * reset);
+      store_part(dh + b * H + u0, dhv * update, valid);
+    }
+  }
+
   // dw[g] += [x_t, h_{t-1}]^T dz[:, g], db[g] += sum_b dz[b, g]
   void weight_grads(int64_t t, int64_t g) const {
     const float* dz = dz_at(t) + g * GW;
     float* dwg = dw + g * (F + H) * GW;
-    auto add = [&](int64_t n, const float* a, int64_t ak, float* out) {
+    // out += a^T dz over the blocks J0..J0+NV-1
+    auto add = [&](auto nv, auto j0, int64_t n, const float* a, int64_t ak, float* out) {
+      constexpr int NV = decltype(nv)::value, J0 = decltype(j0)::value;
       by_rows(n, [&](auto mr, int64_t r0) {
         constexpr int MR = mr.value;
         vf acc[MR][4];
         for (int r = 0; r < MR; ++r)
-          for (int j = 0; j < 4; ++j) acc[r][j] = load(out + (r0 + r) * GW + j * L);
-        gemm_acc<MR, 4>(B, a + r0, 1, ak, dz, G * GW, acc);
+          for (int j = J0; j < J0 + NV; ++j) acc[r][j] = load(out + (r0 + r) * GW + j * L);
+        gemm_acc<MR, NV, J0>(B, a + r0, 1, ak, dz + J0 * L, G * GW, acc);
         for (int r = 0; r < MR; ++r)
-          for (int j = 0; j < 4; ++j) store(out + (r0 + r) * GW + j * L, acc[r][j]);
+          for (int j = J0; j < J0 + NV; ++j) store(out + (r0 + r) * GW + j * L, acc[r][j]);
       });
     };
-    add(F, xs + t * B * F, F, dwg);
-    add(H, h_at(t - 1, 0), stride(t - 1), dwg + F * GW);
+    using I0 = std::integral_constant<int, 0>;
+    using I1 = std::integral_constant<int, 1>;
+    using I3 = std::integral_constant<int, 3>;
+    using I4 = std::integral_constant<int, 4>;
+    if (gru) {
+      add(I3{}, I0{}, F, xs + t * B * F, F, dwg);
+      add(I3{}, I1{}, H, h_at(t - 1, 0), stride(t - 1), dwg + F * GW);
+    } else {
+      add(I4{}, I0{}, F, xs + t * B * F, F, dwg);
+      add(I4{}, I0{}, H, h_at(t - 1, 0), stride(t - 1), dwg + F * GW);
+    }
     vf sum[4] = {load(db + g * GW), load(db + g * GW + L), load(db + g * GW + 2 * L), load(db + g * GW + 3 * L)};
     for (int64_t b = 0; b < B; ++b)
       for (int j = 0; j < 4; ++j) sum[j] += load(dz + b * G * GW + j * L);
     for (int j = 0; j < 4; ++j) store(db + g * GW + j * L, sum[j]);
   }
 
-  // columns v*16.. of dz wt for NV vectors from v: into dh (h units) or dxs (x features)
+  // columns v*16.. of dz wt for NV vectors from v, all h units (v < G) or all x features: into dh or dxs. GRU:
+  // h's from the blocks [z, r, n_h] of each group, added to the direct part waiting in dh; x's from [n_x, z, r].
   template <int NV>
   void recurrent_tile(int64_t t, int64_t v) const {
     const float* dz = dz_at(t);
+    const bool to_h = v < G;
     by_rows(B, [&](auto mr, int64_t b0) {
       constexpr int MR = mr.value;
       vf acc[MR][4] = {};
-      gemm_acc<MR, NV>(G * GW, dz + b0 * G * GW, G * GW, 1, wt + v * L, NP, acc);
+      if (!gru) {
+        gemm_acc<MR, NV>(G * GW, dz + b0 * G * GW, G * GW, 1, wt + v * L, NP, acc);
+      } else {
+        const int64_t skip = to_h ? L : 0;
+        if (to_h)
+          for (int r = 0; r < MR; ++r)
+            for (int j = 0; j < NV; ++j) {
+              const int64_t col = (v + j) * L;
+              acc[r][j] = load_part(dh + (b0 + r) * H + col, static_cast<int>(std::min<int64_t>(L, H - col)));
+            }
+        for (int64_t g = 0; g < G; ++g)
+          gemm_acc<MR, NV>(3 * L, dz + b0 * G * GW + g * GW + skip, G * GW, 1, wt + (g * GW + skip) * NP + v * L,
+                           NP, acc);
+      }
       for (int j = 0; j < NV; ++j) {
         const int64_t col = (v + j) * L;
         for (int r = 0; r < MR; ++r) {
@@ -480,7 +575,12 @@ struct Backward {
     });
   }
 
+  // the tiles of the vectors v0..v1-1, split where the h units end
   void recurrent_grads(int64_t t, int64_t v0, int64_t v1) const {
+    if (v0 < G && v1 > G) {
+      recurrent_grads(t, v0, G);
+      v0 = G;
+    }
     int64_t v = v0;
     for (; v + 4 <= v1; v += 4) recurrent_tile<4>(t, v);
     switch (v1 - v) {
@@ -501,7 +601,13 @@ struct Backward {
       int64_t g0 = G * id / m, g1 = G * (id + 1) / m;
       int64_t v1 = id == m - 1 ? NP / L : g1;  // the last thread also forms the gradient of x_t
       for (int64_t t = T - 1; t >= 0; --t) {
-        for (int64_t g = g0; g < g1; ++g) by_rows(B, [&](auto mr, int64_t b0) { gates<mr.value>(t, g, b0); });
+        for (int64_t g = g0; g < g1; ++g)
+          by_rows(B, [&](auto mr, int64_t b0) {
+            if (gru)
+              gru_gates<mr.value>(t, g, b0);
+            else
+              gates<mr.value>(t, g, b0);
+          });
         for (int64_t g = g0; g < g1; ++g) weight_grads(t, g);
         if (m > 1) barrier.wait();
         recurrent_grads(t, g0, v1);
@@ -536,15 +642,16 @@ bool set_head(Forward& fw, F32& wd, F32& bd, int64_t H, int64_t FO) {
          static_cast<int64_t>(bd.element_count()) == fw.FP;
 }
 
-ffi::Error wrong_weights(const char* name) {
-  return ffi::Error::InvalidArgument(std::string(name) + ": packed weights of the wrong shape");
+ffi::Error invalid(const char* name, const char* what) {
+  return ffi::Error::InvalidArgument(std::string(name) + ": " + what + " of the wrong shape");
 }
 
-// `fw`: its head and closed-loop fields (a closed loop also sets its steps T: xs holds its first input only).
-ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, F32& c0, float* ys, float* cs, float* h,
-                   float* c, bool batch_major, int64_t threads, Forward fw = {}) {
+// `fw`: its cell, head and closed-loop fields (a closed loop also sets its steps T: xs holds its first input
+// only). c0 and c: the LSTM's cell state (null for a GRU).
+ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, const float* c0, float* ys, float* cs,
+                   float* h, float* c, bool batch_major, int64_t threads, Forward fw = {}) {
   Dims d;
-  if (!dims_of(xs, w, bias, h0, d)) return wrong_weights(name);
+  if (!dims_of(xs, w, bias, h0, d)) return invalid(name, "packed weights");
   fw.T = fw.wf ? fw.T : d.T;
   fw.B = d.B;
   fw.F = d.F;
@@ -560,44 +667,69 @@ ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, F32& c
   fw.h = h;
   fw.c = c;
   std::memcpy(h, h0.typed_data(), fw.B * fw.H * sizeof(float));
-  std::memcpy(c, c0.typed_data(), fw.B * fw.H * sizeof(float));
+  if (c) std::memcpy(c, c0, fw.B * fw.H * sizeof(float));
   std::vector<float> hbuf(2 * fw.B * fw.H);
   fw.hbuf = hbuf.data();
   fw.run();
   return ffi::Error::Success();
 }
 
+Forward gru_cell() {
+  Forward fw{};
+  fw.gru = true;
+  return fw;
+}
+
 ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out h, Out c, bool batch_major,
                            int64_t threads) {
-  return forward("seqjax_lstm_forward", xs, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(),
-                 c->typed_data(), batch_major, threads);
+  return forward("seqjax_lstm_forward", xs, w, bias, h0, c0.typed_data(), ys->typed_data(), nullptr,
+                 h->typed_data(), c->typed_data(), batch_major, threads);
+}
+
+ffi::Error GruForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, Out ys, Out h, bool batch_major, int64_t threads) {
+  return forward("seqjax_gru_forward", xs, w, bias, h0, nullptr, ys->typed_data(), nullptr, h->typed_data(),
+                 nullptr, batch_major, threads, gru_cell());
 }
 
 // The forward pass with an affine head inside: ys [B, T, FO] (batch_major) or [T, B, FO] of the head's outputs.
+ffi::Error forward_head(const char* name, F32& xs, F32& w, F32& bias, F32& h0, const float* c0, F32& wd, F32& bd,
+                        Out& ys, float* h, float* c, bool batch_major, int64_t threads, Forward head) {
+  if (!set_head(head, wd, bd, h0.dimensions()[1], ys->dimensions()[2])) return invalid(name, "head weights");
+  return forward(name, xs, w, bias, h0, c0, ys->typed_data(), nullptr, h, c, batch_major, threads, head);
+}
+
 ffi::Error LstmForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out h, Out c,
                                bool batch_major, int64_t threads) {
-  Forward head{};
-  if (!set_head(head, wd, bd, h0.dimensions()[1], ys->dimensions()[2]))
-    return ffi::Error::InvalidArgument("seqjax_lstm_forward_head: head weights of the wrong shape");
-  return forward("seqjax_lstm_forward_head", xs, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(),
-                 c->typed_data(), batch_major, threads, head);
+  return forward_head("seqjax_lstm_forward_head", xs, w, bias, h0, c0.typed_data(), wd, bd, ys, h->typed_data(),
+                      c->typed_data(), batch_major, threads, Forward{});
+}
+
+ffi::Error GruForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 wd, F32 bd, Out ys, Out h, bool batch_major,
+                              int64_t threads) {
+  return forward_head("seqjax_gru_forward_head", xs, w, bias, h0, nullptr, wd, bd, ys, h->typed_data(), nullptr,
+                      batch_major, threads, gru_cell());
 }
 
 ffi::Error LstmForwardTrainImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out cs, Out h, Out c,
                                 bool batch_major, int64_t threads) {
-  return forward("seqjax_lstm_forward_train", xs, w, bias, h0, c0, ys->typed_data(), cs->typed_data(),
+  return forward("seqjax_lstm_forward_train", xs, w, bias, h0, c0.typed_data(), ys->typed_data(), cs->typed_data(),
                  h->typed_data(), c->typed_data(), batch_major, threads);
 }
 
-ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32 ys, F32 cs, F32 dys, F32 dh_end,
-                            F32 dc_end, Out dxs, Out dw, Out db, Out dh0, Out dc0, bool batch_major,
-                            int64_t threads) {
+// `bw`: its cell. c0, cs, dc_end, dc0: the LSTM's (null for a GRU).
+ffi::Error backward(const char* name, F32& xs, F32& w, F32& wt, F32& bias, F32& h0, const float* c0, F32& ys,
+                    const float* cs, F32& dys, F32& dh_end, const float* dc_end, Out& dxs, Out& dw, Out& db, Out& dh0,
+                    float* dc0, bool batch_major, int64_t threads, Backward bw = {}) {
   Dims d;
-  if (!dims_of(xs, w, bias, h0, d)) return wrong_weights("seqjax_lstm_backward");
-  Backward bw{d.T, d.B, d.F, d.H, d.G};
+  if (!dims_of(xs, w, bias, h0, d)) return invalid(name, "packed weights");
+  bw.T = d.T;
+  bw.B = d.B;
+  bw.F = d.F;
+  bw.H = d.H;
+  bw.G = d.G;
   bw.NP = bw.G * U + padded(bw.F);
   if (wt.dimensions().size() != 2 || wt.dimensions()[0] != bw.G * GW || wt.dimensions()[1] != bw.NP)
-    return ffi::Error::InvalidArgument("seqjax_lstm_backward: transposed weights of the wrong shape");
+    return invalid(name, "transposed weights");
   bw.batch_major = batch_major;
   bw.threads = static_cast<int>(threads);
   bw.xs = xs.typed_data();
@@ -605,76 +737,120 @@ ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32
   bw.wt = wt.typed_data();
   bw.bias = bias.typed_data();
   bw.h0 = h0.typed_data();
-  bw.c0 = c0.typed_data();
+  bw.c0 = c0;
   bw.ys = ys.typed_data();
-  bw.cs = cs.typed_data();
+  bw.cs = cs;
   bw.dys = dys.typed_data();
   bw.dxs = dxs->typed_data();
   bw.dw = dw->typed_data();
   bw.db = db->typed_data();
   bw.dh = dh0->typed_data();
-  bw.dc = dc0->typed_data();
+  bw.dc = dc0;
   std::memcpy(bw.dh, dh_end.typed_data(), bw.B * bw.H * sizeof(float));
-  std::memcpy(bw.dc, dc_end.typed_data(), bw.B * bw.H * sizeof(float));
+  if (dc0) std::memcpy(bw.dc, dc_end, bw.B * bw.H * sizeof(float));
   std::vector<float> dzbuf(2 * bw.B * bw.G * GW);
   bw.dzbuf = dzbuf.data();
   bw.run();
   return ffi::Error::Success();
 }
 
-// The closed loop of `Forward`: x0 [1, B, F] (its first input as a sequence of one step), ys [B, S, F].
-ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys,
-                              Out h, Out c, int64_t threads) {
-  const char* name = "seqjax_lstm_closed_loop";
+ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32 ys, F32 cs, F32 dys, F32 dh_end,
+                            F32 dc_end, Out dxs, Out dw, Out db, Out dh0, Out dc0, bool batch_major,
+                            int64_t threads) {
+  return backward("seqjax_lstm_backward", xs, w, wt, bias, h0, c0.typed_data(), ys, cs.typed_data(), dys, dh_end,
+                  dc_end.typed_data(), dxs, dw, db, dh0, dc0->typed_data(), batch_major, threads);
+}
+
+ffi::Error GruBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 ys, F32 dys, F32 dh_end, Out dxs, Out dw,
+                           Out db, Out dh0, bool batch_major, int64_t threads) {
+  Backward bw{};
+  bw.gru = true;
+  return backward("seqjax_gru_backward", xs, w, wt, bias, h0, nullptr, ys, nullptr, dys, dh_end, nullptr, dxs, dw,
+                  db, dh0, nullptr, batch_major, threads, bw);
+}
+
+// The closed loop of `Forward`: x0 [1, B, F] (its first input as a sequence of one step), ys [B, S, F]; `loop`:
+// its cell.
+ffi::Error closed_loop(const char* name, F32& x0, F32& w, F32& bias, F32& h0, const float* c0, F32& wf, F32& biasf,
+                       F32& wd, F32& bd, Out& ys, float* h, float* c, int64_t threads, Forward loop) {
   auto xd = x0.dimensions(), yd = ys->dimensions();
   const int64_t H = h0.dimensions()[1], G = (H + U - 1) / U;
   if (xd.size() != 3 || xd[0] != 1 || yd.size() != 3 || yd[0] != xd[1] || yd[2] != xd[2])
-    return ffi::Error::InvalidArgument(std::string(name) + ": first input or outputs of the wrong shape");
-  Forward loop{};
+    return invalid(name, "first input or outputs");
   loop.T = yd[1];
-  if (!set_head(loop, wd, bd, H, xd[2]))
-    return ffi::Error::InvalidArgument(std::string(name) + ": head weights of the wrong shape");
+  if (!set_head(loop, wd, bd, H, xd[2])) return invalid(name, "head weights");
   if (wf.dimensions().size() != 3 || wf.dimensions()[0] != G || wf.dimensions()[1] != H ||
       wf.dimensions()[2] != GW || static_cast<int64_t>(biasf.element_count()) != G * GW)
-    return ffi::Error::InvalidArgument(std::string(name) + ": folded weights of the wrong shape");
+    return invalid(name, "folded weights");
   loop.wf = wf.typed_data();
   loop.biasf = biasf.typed_data();
-  return forward(name, x0, w, bias, h0, c0, ys->typed_data(), nullptr, h->typed_data(), c->typed_data(), true,
-                 threads, loop);
+  return forward(name, x0, w, bias, h0, c0, ys->typed_data(), nullptr, h, c, true, threads, loop);
 }
 
-// The forward kernels' arguments: xs, w, bias, h0, c0.
-auto forward_arguments() {
-  return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>();
+ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys,
+                              Out h, Out c, int64_t threads) {
+  return closed_loop("seqjax_lstm_closed_loop", x0, w, bias, h0, c0.typed_data(), wf, biasf, wd, bd, ys,
+                     h->typed_data(), c->typed_data(), threads, Forward{});
 }
+
+ffi::Error GruClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys, Out h,
+                             int64_t threads) {
+  return closed_loop("seqjax_gru_closed_loop", x0, w, bias, h0, nullptr, wf, biasf, wd, bd, ys, h->typed_data(),
+                     nullptr, threads, gru_cell());
+}
+
+// A binding's first four float32 arguments (all the kernels' arguments are float32 buffers).
+auto four_arguments() { return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>(); }
 
 }  // namespace
 
-// results ys, h, c
+// LSTM: arguments xs, w, bias, h0, c0; results ys, h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForward, LstmForwardImpl,
-                              forward_arguments().Ret<F32>().Ret<F32>().Ret<F32>()
+                              four_arguments().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
 // arguments xs, w, bias, h0, c0, wd, bd; results ys (the head's), h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardHead, LstmForwardHeadImpl,
-                              forward_arguments().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                              four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
 // results ys, cs, h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
-                              forward_arguments().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                              four_arguments().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
 // arguments xs, w, wt, bias, h0, c0, ys, cs, dys, dh and dc at the end; results dxs, dw, db, dh0, dc0
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                              four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
 // arguments x0 [1, B, F], w, bias, h0, c0, wf, biasf, wd, bd; results ys [B, S, F], h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmClosedLoop, LstmClosedLoopImpl,
-                              forward_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                              four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<int64_t>("threads"));
+
+// GRU (`reset_after`): the same without c. Arguments xs, w, bias, h0; results ys, h (also the training forward
+// pass: the backward pass needs only the outputs)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruForward, GruForwardImpl,
+                              four_arguments().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+
+// arguments xs, w, bias, h0, wd, bd; results ys (the head's), h
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruForwardHead, GruForwardHeadImpl,
+                              four_arguments().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+
+// arguments xs, w, wt, bias, h0, ys, dys, dh at the end; results dxs, dw, db, dh0
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruBackward, GruBackwardImpl,
+                              four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+
+// arguments x0 [1, B, F], w, bias, h0, wf, biasf, wd, bd; results ys [B, S, F], h
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruClosedLoop, GruClosedLoopImpl,
+                              four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>()
                                   .Attr<int64_t>("threads"));
