@@ -169,7 +169,14 @@ def huge_pages() -> bool:
 # 22.8-25.3 vs 28.1-29.5; large 265-289 vs 352-398; long 122-138 vs 187-190; many 168 vs 182 (a slow state of
 # the host: its `jnp.dot` peak read 185 GFLOP/s, not ~400). Closed loop, 200 steps, against the loop over `step`:
 # B 4 F 3 H 8 0.12 vs 0.42 ms; B 16 F 4 H 16 0.36 vs 0.56; small 0.84 vs 1.28; medium 8.3 vs 15.3.
+# One core below `_NATIVE_SHARED_MACS`: the threads of a call wait for each other twice a step, and where
+# another process keeps the second core busy (PyTorch's OpenMP threads spin after each of its calls: the bench
+# interleaves them) a small step's wait costs more than its work. The bench's small config (139k multiply-adds a
+# step), PyTorch among the peers, one core vs two, ms: LSTM train 0.92 vs 1.73, forward 0.33 vs 0.44, rollout
+# 1.89 vs 1.93; GRU train 1.15 vs 3.12 (3.85 in another run; with `OMP_WAIT_POLICY=PASSIVE` 1.9, without
+# PyTorch 1.5). Measured at small only; from medium (4.5M) both cores.
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
+_NATIVE_SHARED_MACS = 2**20
 _NATIVE_HEAD_BYTES = 20 * 2**20
 _NATIVE_TRAIN_BYTES = 64 * 2**20
 NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training kernels keep (outputs, LSTM's `c`)
@@ -178,14 +185,16 @@ NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training ke
 def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) -> dict:
     """The `native` fields of the CPU plan: the kernels for LSTM and GRU layers from `_NATIVE_MACS` per step;
     with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays
-    under `_NATIVE_TRAIN_BYTES`; closed loops at every size, on one core below `_NATIVE_MACS`."""
+    under `_NATIVE_TRAIN_BYTES`; closed loops at every size; on one core below `_NATIVE_SHARED_MACS`."""
     if cell not in NATIVE_KEPT:
         return {}
-    if batch * 4 * hidden * (features + hidden) < _NATIVE_MACS:
+    macs = batch * 4 * hidden * (features + hidden)
+    if macs < _NATIVE_MACS:
         return {"native_closed_loop": True, "native_threads": 1}
     outputs = 4 * batch * time * hidden
     return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES,
-            "native_train": NATIVE_KEPT[cell] * outputs <= _NATIVE_TRAIN_BYTES, "native_closed_loop": True}
+            "native_train": NATIVE_KEPT[cell] * outputs <= _NATIVE_TRAIN_BYTES, "native_closed_loop": True,
+            "native_threads": 1 if macs < _NATIVE_SHARED_MACS else 0}
 
 
 def fuse_xh(batch: int, features: int, hidden: int, cell: str = "lstm") -> bool:
