@@ -79,9 +79,10 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
     batch_major = head is None
 
     def forward(w, carry, xs_TB, affine=None):
-        new_carry, ys = native.layer_forward(kernels, w, carry, xs_TB, batch_major=affine is not None or batch_major,
-                                             threads=threads, head=affine)
-        return new_carry, _time_major(ys, affine is not None or batch_major)
+        layout = affine is not None or batch_major  # the head's outputs: always `[B, T, O]`
+        new_carry, ys = native.layer_forward(kernels, w, carry, xs_TB, batch_major=layout, threads=threads,
+                                             head=affine)
+        return new_carry, _time_major(ys, layout)
 
     if head is None:
         def evaluate(w, carry, xs_TB):
@@ -147,6 +148,11 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
     gradient the head runs inside the loop (`sequence.takes_head` marks functions that accept it).
     """
     reference = reference_loop(step, initial_carry)
+    names = tuple(param_names) + (None,) * (4 - len(param_names))
+
+    def weights(params):
+        """`params` as `engine.Weights` (None for a cell's missing second bias)."""
+        return engine.Weights(*(None if n is None else params[n] for n in names))
 
     def sequence(params, carry, xs_TB, *, mask_TB=None, reset_TB=None, noise=None, unroll=1,
                  masked_output="previous", head=None, head_params=()):
@@ -177,8 +183,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         inputs = xs_TB * noise["x"] if noise is not None and "x" in noise else xs_TB
         if unroll != 1:
             plan = plan._replace(unroll=unroll)
-        names = tuple(param_names) + (None,) * (4 - len(param_names))
-        w = engine.Weights(*(None if n is None else params[n] for n in names))
+        w = weights(params)
         if matmul_dtype is not None:
             w = w._replace(w_x=w.w_x.astype(matmul_dtype), w_h=w.w_h.astype(matmul_dtype))
         loop = _native_loop(maths, plan, native_kernels, head) if on_kernels else _loop(maths, plan, head)
@@ -202,9 +207,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         plan = plan_for(batch, steps, features, carry[0].shape[-1], maths.name)
         if not plan.native_closed_loop or not native.available():
             return None
-        names = tuple(param_names) + (None,) * (4 - len(param_names))
-        w = engine.Weights(*(None if n is None else params[n] for n in names))
-        new_carry, ys = native.layer_closed_loop(native_kernels, w, tuple(carry), x0, *head, steps,
+        new_carry, ys = native.layer_closed_loop(native_kernels, weights(params), tuple(carry), x0, *head, steps,
                                                  threads=plan.native_threads)
         return carry_type(*new_carry), ys
 

@@ -225,10 +225,11 @@ GRU = Kernels(TARGET_GRU, TARGET_GRU_HEAD, None, TARGET_GRU_BACKWARD, TARGET_GRU
               _gru_gradients)
 
 
-def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, threads: int, head=None):
+def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, threads: int, head=None,
+             keeps_cs: bool = False):
     """The forward kernel `target`'s outputs: `ys` (the head's outputs with `head = (w_d, b_d)`), every step's
-    `c` (the LSTM's training kernel), the final carry (`h, c` or the GRU's `h`). `w_x, w_h, b`: in four gate
-    blocks (`Kernels.blocks`)."""
+    `c` where it `keeps_cs` (the LSTM's training kernel), the final carry (`h, c` or the GRU's `h`). `w_x, w_h,
+    b`: in four gate blocks (`Kernels.blocks`)."""
     _require(target)
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
@@ -236,7 +237,7 @@ def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, t
     w, bias = pack(w_x, w_h, b)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, time, width) if batch_major else (time, batch, width), jnp.float32)
-    sequences = (ys, ys) if target == TARGET_TRAIN else (ys,)
+    sequences = (ys, ys) if keeps_cs else (ys,)
     call = jax.ffi.ffi_call(target, sequences + (state,) * len(carry), vmap_method="sequential")
     head_columns = () if head is None else _head_columns(*head)
     return call(xs_TB, w, bias, *carry, *head_columns, batch_major=batch_major, threads=np.int64(threads))
@@ -257,7 +258,8 @@ def layer_train(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: 
     if kernels.train is None:
         carry, ys = layer_forward(kernels, weights, carry, xs_TB, batch_major=batch_major, threads=threads)
         return carry, ys, (ys,)
-    ys, cs, *carry = _forward(kernels.train, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads)
+    ys, cs, *carry = _forward(kernels.train, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads,
+                              keeps_cs=True)
     return tuple(carry), ys, (ys, cs)
 
 

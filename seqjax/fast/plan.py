@@ -31,12 +31,12 @@ class Plan(NamedTuple):
     `batch_major`: the forward pass writes its outputs `[B, T, H]` in the loop (no transpose after).
     `use_reference`: run the cell's reference loop instead of the engine (where that measured faster), unless
     the native kernels run. `native`: evaluate (no gradient) with the native CPU kernels where they are
-    available (`seqjax.fast.native`; LSTM, GRU), on at most
-    `native_threads` cores (0: all), a head that is one linear `dense` inside it; `native_head`: also when
-    another `chain` head follows the layer (the kernel then writes the layer's outputs, which the engine's
-    loop with the head does not); `native_train`: under a
-    gradient, the native kernels' forward and backward passes (with or without a head); `native_closed_loop`:
-    `sj.rollout` of the layer and a dense head, fed back unchanged, on the native closed-loop kernel."""
+    available (`seqjax.fast.native`; LSTM, GRU), on at most `native_threads` cores (0: all), a head that is
+    one linear `dense` inside them; `native_head`: also when another `chain` head follows the layer (the
+    kernel then writes the layer's outputs, which the engine's loop with the head does not); `native_train`:
+    under a gradient, the native kernels' forward and backward passes (with or without a head);
+    `native_closed_loop`: `sj.rollout` of the layer and a dense head, fed back unchanged, on the native
+    closed-loop kernel."""
 
     unroll: int = 1
     hoist: bool = False
@@ -149,8 +149,9 @@ def huge_pages() -> bool:
 # 0.19; medium 7.8 vs 5.3 / 7.7 vs 4.3; large 61 vs 50 / 61 vs 81; long 39 vs 24 / 41 vs 21; B 256 T 100
 # H 128 18 vs 16 / 19 vs 16; many 92 vs 85 / 64 vs 115; B 5 T 7 F 3 H 20 0.022 vs 0.024-0.036. With a head
 # the engine's loop writes only the head's outputs while the kernel writes the layer's `[B, T, H]` first,
-# fresh memory that costs more than the loop saves past ~20 MB (large 26 MB, many 52 MB). One thread
-# instead of all was slower from the small size up (0.20 vs 0.13 ms at small, 92 vs 50 at large).
+# fresh memory that costs more than the loop saves past ~20 MB (large 26 MB, many 52 MB). Alone on the
+# machine, one thread instead of all was slower from the small size up (0.20 vs 0.13 ms at small, 92 vs 50 at
+# large); beside another busy process small steps are faster on one (`_NATIVE_SHARED_MACS` below).
 # Training on the native kernels (forward keeping every step's `c`, backward recomputing each step's gates,
 # one call each) against the engine's passes, train step of `chain(lstm, dense)`, two identical contenders
 # each (`benchmarks.attempts --what native_train`): small 0.80-0.90 vs 1.02-1.04 ms; medium 15.5-21.0 vs

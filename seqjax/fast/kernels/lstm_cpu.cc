@@ -319,6 +319,7 @@ inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev,
 // b0..b0+MR-1 of group g, packed as in `preactivations` with `gru` (the bias of z and r: b_x + b_h), from x rows
 // at `x` and h_prev [B, H] into h_next; then out(b, h, h) with each row's new h. `folded`: the closed loop's
 // steps without inputs, whose h rows feed all four blocks (n_x: the fed-back input's projection).
+// (`Backward::gru_gates` repeats its first lines, as `cell_rows` and `Backward::gates` do.)
 template <int MR, class Out>
 inline void gru_rows(int64_t F, int64_t H, const float* x, const float* h_prev, const float* w, const float* bias,
                      float* h_next, int64_t g, int64_t b0, bool folded, Out&& out) {
