@@ -175,7 +175,9 @@ def huge_pages() -> bool:
 # interleaves them) a small step's wait costs more than its work. The bench's small config (139k multiply-adds a
 # step), PyTorch among the peers, one core vs two, ms: LSTM train 0.92 vs 1.73, forward 0.33 vs 0.44, rollout
 # 1.89 vs 1.93; GRU train 1.15 vs 3.12 (3.85 in another run; with `OMP_WAIT_POLICY=PASSIVE` 1.9, without
-# PyTorch 1.5). Measured at small only; from medium (4.5M) both cores.
+# PyTorch 1.5). Measured at small only; from medium (4.5M) both cores. Since then the forward passes split a
+# wide batch by chunks of rows with no barrier (`kernels/lstm_cpu.cc`); small stays on one core, as its
+# backward pass still meets every step and a ~0.2 ms call would wait out a paused thread's chunk.
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
 _NATIVE_SHARED_MACS = 2**20
 _NATIVE_HEAD_BYTES = 20 * 2**20
