@@ -1,9 +1,10 @@
-"""The native forward kernels' two ways of splitting work over cores (`kernels/lstm_cpu.cc`, `Forward::run`).
+"""The native kernels' two ways of splitting work over cores (`kernels/lstm_cpu.cc`).
 
 With at least two chunks of batch rows per thread (chunks of 6 rows; of 12 from a batch of 96) each thread runs
 whole chunks through every step alone; with fewer rows, and on one thread, the threads own groups of hidden
-units and meet every step. Both must give the float64 reference's numbers and the same bits as each other.
-On a machine with one core both calls below run by units (`threads=0` is then one thread).
+units and meet every step. The backward pass splits by rows from eight chunks per thread. Both splits must give
+the float64 reference's numbers and each other's (the forward passes: the same bits). On a machine with one
+core both calls below run by units (`threads=0` is then one thread).
 """
 
 import jax
@@ -72,3 +73,38 @@ def test_split_by_rows_matches_float64_numpy(cell, b):
                                rtol=1e-5)
     np.testing.assert_allclose(got["closed loop"][1], loop, atol=4e-6, rtol=1e-5)
     np.testing.assert_allclose(got["closed loop"][0][0], h_loop, atol=2e-6, rtol=1e-5)
+
+
+def _train(cell, params, xs, h0, c0, dys, threads):
+    """Training's forward kernel then the backward kernel (the final carry's gradient: the initial carry's values):
+    weight, initial-carry and input gradients."""
+    xs_TB = jnp.swapaxes(xs, 0, 1)
+    if cell == "lstm":
+        k, weights, carry = native.LSTM, (params["w_x"], params["w_h"], params["b"], None), (h0, c0)
+    else:
+        k, weights, carry = native.GRU, (params["w_x"], params["w_h"], params["b_x"], params["b_h"]), (h0,)
+    _, ys, kept = native.layer_train(k, weights, carry, xs_TB, threads=threads)
+    return native.layer_backward(k, weights, carry, xs_TB, kept, dys, carry, threads=threads)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("b", [27, 200])  # by units on two cores (5 chunks of 6); by rows (17 chunks of 12)
+def test_backward_split_by_rows_matches_float64_numpy_and_the_split_by_units(cell, b):
+    """The backward pass by rows adds each thread's weight gradients in a buffer of its own, eight steps of a
+    chunk at a time: other float32 roundings than by units, the same numbers to tolerance."""
+    params, xs, h0, c0, _, _ = _arrays(cell, b, 11, 4, 21, seed=2)
+    dys = jnp.asarray(np.random.default_rng(9).normal(size=(b, 11, 21)), jnp.float32)
+    split, by_units = (jax.jit(lambda *a, n=n: _train(cell, *a, threads=n))(params, xs, h0, c0, dys)
+                       for n in (0, 1))
+    if cell == "lstm":
+        g, dh0, dc0, dxs = ref.lstm_backward(params, np.asarray(xs), h0, c0, dys, h0, c0)
+        want = ((g["w_x"], g["w_h"], g["b"]), (dh0, dc0), dxs)
+    else:
+        g, dh0, dxs = ref.gru_backward(params, np.asarray(xs), h0, dys, h0)
+        want = ((g["w_x"], g["w_h"], g["b_x"], g["b_h"]), (dh0,), dxs)
+    grads, d_carry, dxs_k = split
+    got = (tuple(x for x in grads if x is not None), d_carry, jnp.swapaxes(dxs_k, 0, 1))
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(x, y, atol=2e-5 * max(1.0, np.abs(y).max()), rtol=1e-4)
+    for x, y in zip(jax.tree.leaves(split), jax.tree.leaves(by_units)):
+        np.testing.assert_allclose(x, y, atol=1e-5 * max(1.0, np.abs(y).max()), rtol=1e-5)
