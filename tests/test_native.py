@@ -6,6 +6,8 @@ are not a multiple of the 6-row tiles, hidden sizes that are not a multiple of t
 smaller than one), input features past one 16-lane vector, one step, one input feature.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,7 +91,8 @@ def test_one_thread_and_all_give_the_same_bits():
 @pytest.mark.parametrize("b, t, f, h", [(7, 9, 3, 5), (13, 4, 2, 37), (6, 1, 17, 32), (20, 6, 3, 48)])
 @pytest.mark.parametrize("batch_major", [True, False])
 @pytest.mark.parametrize("threads", [0, 1])
-def test_backward_kernel_matches_float64_numpy(b, t, f, h, batch_major, threads):
+@pytest.mark.parametrize("keep_gates", [False, True], ids=["recomputed", "kept gates"])
+def test_backward_kernel_matches_float64_numpy(b, t, f, h, batch_major, threads, keep_gates):
     """`lstm_forward_train` then `lstm_backward` against backpropagation through time in float64 NumPy: the
     weight, bias, initial-carry and input gradients, from output and final-carry gradients."""
     params, xs, h0, c0 = _inputs(b, t, f, h)
@@ -101,9 +104,11 @@ def test_backward_kernel_matches_float64_numpy(b, t, f, h, batch_major, threads)
     def run(p, h0, c0, xs, dys, dh, dc):
         xs_TB = jnp.swapaxes(xs, 0, 1)
         args = (p["w_x"], p["w_h"], p["b"], h0, c0, xs_TB)
-        (h_k, c_k), ys, cs = native.lstm_forward_train(*args, batch_major=batch_major, threads=threads)
+        (h_k, c_k), ys, kept = native.lstm_forward_train(*args, batch_major=batch_major, threads=threads,
+                                                         keep_gates=keep_gates)
+        assert kept[2].size == (ys.size // h * 64 * -(-h // 16) if keep_gates else 0)
         d = dys if batch_major else jnp.swapaxes(dys, 0, 1)
-        grads, d_carry, dxs = native.lstm_backward(*args, ys, cs, d, dh, dc, batch_major=batch_major,
+        grads, d_carry, dxs = native.lstm_backward(*args, kept, d, dh, dc, batch_major=batch_major,
                                                    threads=threads)
         return (h_k, c_k), ys, grads, d_carry, jnp.swapaxes(dxs, 0, 1)
 
@@ -118,20 +123,39 @@ def test_backward_kernel_matches_float64_numpy(b, t, f, h, batch_major, threads)
         np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, np.abs(want).max()), rtol=1e-4)
 
 
+def test_the_backward_kernel_reads_the_kept_gates():
+    """With kept gates the backward pass reads them instead of recomputing: gates that are not the forward
+    pass's change the gradients; the forward pass's give those of the recomputation to float32 rounding."""
+    params, xs, h0, c0 = _inputs(8, 5, 3, 20)
+    args = (params["w_x"], params["w_h"], params["b"], h0, c0, jnp.swapaxes(xs, 0, 1))
+    dys = jnp.asarray(np.random.default_rng(4).normal(size=(8, 5, 20)), jnp.float32)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def run(keep_gates, scale):
+        _, ys, (ys, cs, gates) = native.lstm_forward_train(*args, keep_gates=keep_gates)
+        return native.lstm_backward(*args, (ys, cs, gates * scale), dys, h0, c0)
+
+    kept, recomputed, wrong = run(True, 1.0), run(False, 1.0), run(True, 0.5)
+    for a, b, c in zip(*(jax.tree.leaves(x) for x in (kept, recomputed, wrong))):
+        np.testing.assert_allclose(a, b, atol=1e-5 * max(1.0, np.abs(b).max()), rtol=1e-5)
+        assert np.abs(np.asarray(c) - np.asarray(b)).max() > 1e-2 * max(1.0, np.abs(b).max())
+
+
 def test_backward_on_one_thread_and_all_gives_the_same_bits():
     params, xs, h0, c0 = _inputs(9, 8, 3, 40)  # three groups: split unevenly over two threads
     args = (params["w_x"], params["w_h"], params["b"], h0, c0, jnp.swapaxes(xs, 0, 1))
     dys = jnp.asarray(np.random.default_rng(8).normal(size=(9, 8, 40)), jnp.float32)
 
     def run(n):
-        _, ys, cs = native.lstm_forward_train(*args, threads=n)
-        return native.lstm_backward(*args, ys, cs, dys, h0, c0, threads=n)
+        _, ys, kept = native.lstm_forward_train(*args, threads=n)
+        return native.lstm_backward(*args, kept, dys, h0, c0, threads=n)
 
     for a, b in zip(jax.tree.leaves(jax.jit(lambda: run(0))()), jax.tree.leaves(jax.jit(lambda: run(1))())):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("plan", [NATIVE_TRAIN, Plan(native_train=True)], ids=["evaluated too", "gradient only"])
+@pytest.mark.parametrize("plan", [NATIVE_TRAIN, Plan(native_train=True), NATIVE_TRAIN._replace(native_keep_gates=True)],
+                         ids=["evaluated too", "gradient only", "gates kept"])
 def test_gradients_run_the_training_kernels(plan, monkeypatch):
     """With `native_train`, `jax.grad` through `sj.scan` runs the forward-train and backward kernels (and
     evaluation the kernel or the engine as `native` says), with the reference loop's gradients."""
@@ -144,6 +168,7 @@ def test_gradients_run_the_training_kernels(plan, monkeypatch):
     grad = jax.jit(jax.grad(lambda p, c, x: _reference_loss(cell, p, c, x), argnums=(0, 1, 2)))
     text = grad.lower(params, carry, xs).as_text()
     assert native.TARGET_TRAIN in text and native.TARGET_BACKWARD in text
+    assert ("keep_gates = true" in text) == plan.native_keep_gates
     np.testing.assert_allclose(evaluate(params, carry, xs)[1], ref.run_lstm(params, np.asarray(xs), h0, c0)[0],
                                atol=2e-6, rtol=1e-5)
     reference = cell._replace(sequence=None)
@@ -374,6 +399,16 @@ def test_plan_chooses_the_kernel_where_it_was_measured_faster():
     assert not plan_module.plan_for(64, 100, 8, 128, "lstm", backend="gpu").native
 
 
+@pytest.mark.parametrize("thp", [True, False])
+def test_plan_keeps_the_lstm_gates_where_the_kernels_get_huge_pages(thp, monkeypatch):
+    monkeypatch.setattr(plan_module, "kernel_huge_pages", lambda: thp)
+    choose = lambda b, t, f, h, cell="lstm": plan_module.native_choice(b, t, f, h, cell)  # noqa: E731
+    for size in [(32, 50, 2, 32), (64, 100, 8, 128), (128, 200, 32, 256), (16, 2000, 8, 128), (1024, 50, 8, 128)]:
+        assert choose(*size)["native_train"] and choose(*size)["native_keep_gates"] == thp
+        assert not choose(*size, "gru")["native_keep_gates"]  # its backward pass needs only the outputs
+    assert not any(choose(8, 10_000, 8, 256)[k] for k in ("native_train", "native_keep_gates"))
+
+
 @pytest.fixture
 def fresh_load(monkeypatch, tmp_path):
     """`native._load` rerun under the test's environment (a cache folder of its own), then reset."""
@@ -401,6 +436,6 @@ def test_calling_an_unavailable_kernel_raises_with_the_reason(monkeypatch):
     args = (params["w_x"], params["w_h"], params["b"], h0, c0, jnp.swapaxes(xs, 0, 1))
     for call, target in ((lambda: native.lstm_forward(*args), native.TARGET),
                          (lambda: native.lstm_forward_train(*args), native.TARGET_TRAIN),
-                         (lambda: native.lstm_backward(*args, xs, xs, xs, h0, c0), native.TARGET_BACKWARD)):
+                         (lambda: native.lstm_backward(*args, (xs, xs, xs), xs, h0, c0), native.TARGET_BACKWARD)):
         with pytest.raises(RuntimeError, match=f"{target} is unavailable: switched off"):
             call()

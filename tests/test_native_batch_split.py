@@ -75,7 +75,7 @@ def test_split_by_rows_matches_float64_numpy(cell, b):
     np.testing.assert_allclose(got["closed loop"][0][0], h_loop, atol=2e-6, rtol=1e-5)
 
 
-def _train(cell, params, xs, h0, c0, dys, threads):
+def _train(cell, params, xs, h0, c0, dys, threads, keep_gates=False):
     """Training's forward kernel then the backward kernel (the final carry's gradient: the initial carry's values):
     weight, initial-carry and input gradients."""
     xs_TB = jnp.swapaxes(xs, 0, 1)
@@ -83,18 +83,19 @@ def _train(cell, params, xs, h0, c0, dys, threads):
         k, weights, carry = native.LSTM, (params["w_x"], params["w_h"], params["b"], None), (h0, c0)
     else:
         k, weights, carry = native.GRU, (params["w_x"], params["w_h"], params["b_x"], params["b_h"]), (h0,)
-    _, ys, kept = native.layer_train(k, weights, carry, xs_TB, threads=threads)
+    _, ys, kept = native.layer_train(k, weights, carry, xs_TB, threads=threads, keep_gates=keep_gates)
     return native.layer_backward(k, weights, carry, xs_TB, kept, dys, carry, threads=threads)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell, keep_gates", [("lstm", False), ("lstm", True), ("gru", False)])
 @pytest.mark.parametrize("b", [27, 200])  # by units on two cores (5 chunks of 6); by rows (17 chunks of 12)
-def test_backward_split_by_rows_matches_float64_numpy_and_the_split_by_units(cell, b):
+def test_backward_split_by_rows_matches_float64_numpy_and_the_split_by_units(cell, keep_gates, b):
     """The backward pass by rows adds each thread's weight gradients in a buffer of its own, eight steps of a
     chunk at a time: other float32 roundings than by units, the same numbers to tolerance."""
     params, xs, h0, c0, _, _ = _arrays(cell, b, 11, 4, 21, seed=2)
     dys = jnp.asarray(np.random.default_rng(9).normal(size=(b, 11, 21)), jnp.float32)
-    split, by_units = (jax.jit(lambda *a, n=n: _train(cell, *a, threads=n))(params, xs, h0, c0, dys)
+    args = (params, xs, h0, c0, dys)
+    split, by_units = (jax.jit(lambda *a, n=n: _train(cell, *a, threads=n, keep_gates=keep_gates))(*args)
                        for n in (0, 1))
     if cell == "lstm":
         g, dh0, dc0, dxs = ref.lstm_backward(params, np.asarray(xs), h0, c0, dys, h0, c0)

@@ -98,7 +98,8 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
             return new_carry, head.sequence(head_params, ys_TB)
 
     def train(w, carry, xs_TB):
-        new_carry, ys, kept = native.layer_train(kernels, w, carry, xs_TB, batch_major=batch_major, threads=threads)
+        new_carry, ys, kept = native.layer_train(kernels, w, carry, xs_TB, batch_major=batch_major, threads=threads,
+                                                 keep_gates=plan.native_keep_gates)
         return (new_carry, _time_major(ys, batch_major)), (w, carry, xs_TB, kept)
 
     def backward(saved, d_carry, dys_TB):

@@ -13,12 +13,13 @@ It is a fast path, never a requirement: where it cannot be built (no compiler, a
 off (`SEQJAX_NATIVE=0`), `available()` is False, `unavailable_reason()` says why, and the LSTM runs the
 engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance. Evaluation runs
 `lstm_forward` (`lstm_forward_head` with a dense head inside); training runs `lstm_forward_train` (which
-also keeps every step's `c`) and `lstm_backward` (which recomputes each step's gates from the kept
-outputs); `sj.rollout` of an LSTM with a dense head runs `lstm_closed_loop`. The GRU (`reset_after`, the
-Keras/PyTorch/Flax form) has the same kernels without `c` (`GRU`; `gru_forward`, also training's forward pass
-since the backward pass needs only the outputs, and `gru_backward`), its weights mapped to four gate blocks
-(`_gru_blocks`). `layer_forward`, `layer_train`, `layer_backward` and `layer_closed_loop` run either cell's
-kernels (`Kernels`). `SEQJAX_NATIVE_THREADS` caps the cores they use.
+also keeps every step's `c`, and its gates where the plan says) and `lstm_backward` (which reads the kept
+gates or recomputes them from the kept outputs); `sj.rollout` of an LSTM with a dense head runs
+`lstm_closed_loop`. The GRU (`reset_after`, the Keras/PyTorch/Flax form) has the same kernels without `c`
+(`GRU`; `gru_forward`, also training's forward pass since the backward pass needs only the outputs, and
+`gru_backward`), its weights mapped to four gate blocks (`_gru_blocks`). `layer_forward`, `layer_train`,
+`layer_backward` and `layer_closed_loop` run either cell's kernels (`Kernels`). `SEQJAX_NATIVE_THREADS` caps the
+cores they use.
 """
 
 from __future__ import annotations
@@ -227,10 +228,11 @@ GRU = Kernels(TARGET_GRU, TARGET_GRU_HEAD, None, TARGET_GRU_BACKWARD, TARGET_GRU
 
 
 def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, threads: int, head=None,
-             keeps_cs: bool = False):
-    """The forward kernel `target`'s outputs: `ys` (the head's outputs with `head = (w_d, b_d)`), every step's
-    `c` where it `keeps_cs` (the LSTM's training kernel), the final carry (`h, c` or the GRU's `h`). `w_x, w_h,
-    b`: in four gate blocks (`Kernels.blocks`)."""
+             keeps_cs: bool = False, keeps_gates: bool = False):
+    """The forward kernel `target`'s outputs: `ys` (the head's outputs with `head = (w_d, b_d)`); where it
+    `keeps_cs` (the LSTM's training kernel) every step's `c` and its activated gates (`keeps_gates`: laid out as
+    `ys` with `4 * 16` columns a group of 16 units; else an empty array); the final carry (`h, c` or the GRU's
+    `h`). `w_x, w_h, b`: in four gate blocks (`Kernels.blocks`)."""
     _require(target)
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
@@ -238,10 +240,13 @@ def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, t
     w, bias = pack(w_x, w_h, b)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, time, width) if batch_major else (time, batch, width), jnp.float32)
-    sequences = (ys, ys) if keeps_cs else (ys,)
+    sequences, attrs = (ys,), {}
+    if keeps_cs:
+        gates = ys.shape[:2] + (w.shape[0] * 4 * UNITS,) if keeps_gates else (0,)
+        sequences, attrs = (ys, ys, jax.ShapeDtypeStruct(gates, jnp.float32)), {"keep_gates": keeps_gates}
     call = jax.ffi.ffi_call(target, sequences + (state,) * len(carry), vmap_method="sequential")
     head_columns = () if head is None else _head_columns(*head)
-    return call(xs_TB, w, bias, *carry, *head_columns, batch_major=batch_major, threads=np.int64(threads))
+    return call(xs_TB, w, bias, *carry, *head_columns, batch_major=batch_major, threads=np.int64(threads), **attrs)
 
 
 def layer_forward(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: bool = True, threads: int = 0,
@@ -254,14 +259,17 @@ def layer_forward(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major
     return tuple(carry), ys
 
 
-def layer_train(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: bool = True, threads: int = 0):
-    """`(carry, ys, kept)`: `layer_forward` and what `layer_backward` needs besides (`(ys,)` or `(ys, cs)`)."""
+def layer_train(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: bool = True, threads: int = 0,
+                keep_gates: bool = False):
+    """`(carry, ys, kept)`: `layer_forward` and what `layer_backward` needs besides (`(ys,)`, or the LSTM's `(ys,
+    cs, gates)`: with `keep_gates` every step's gates, which the backward pass then reads instead of recomputing,
+    at 4x the outputs' memory)."""
     if kernels.train is None:
         carry, ys = layer_forward(kernels, weights, carry, xs_TB, batch_major=batch_major, threads=threads)
         return carry, ys, (ys,)
-    ys, cs, *carry = _forward(kernels.train, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads,
-                              keeps_cs=True)
-    return tuple(carry), ys, (ys, cs)
+    ys, cs, gates, *carry = _forward(kernels.train, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads,
+                                     keeps_cs=True, keeps_gates=keep_gates)
+    return tuple(carry), ys, (ys, cs, gates)
 
 
 def _transposed(w, features: int, hidden: int):
@@ -288,8 +296,9 @@ def layer_backward(kernels: Kernels, weights, carry: tuple, xs_TB, kept: tuple, 
     out = (jax.ShapeDtypeStruct(xs_TB.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
            jax.ShapeDtypeStruct(bias.shape, jnp.float32)) + (state,) * len(carry)
     call = jax.ffi.ffi_call(kernels.backward, out, vmap_method="sequential")
+    attrs = {} if kernels.train is None else {"keep_gates": kept[2].size > 0}
     dxs, dw, dbias, *d_carry0 = call(xs_TB, w, _transposed(w, features, hidden), bias, *carry, *kept, dys,
-                                     *d_carry, batch_major=batch_major, threads=np.int64(threads))
+                                     *d_carry, batch_major=batch_major, threads=np.int64(threads), **attrs)
     return kernels.gradients(*unpack(dw, dbias, features)), tuple(d_carry0), dxs
 
 
@@ -332,19 +341,19 @@ def lstm_forward_head(w_x, w_h, b, h, c, xs_TB, w_d, b_d, *, batch_major: bool =
                          head=(w_d, b_d))
 
 
-def lstm_forward_train(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
-    """`((h, c), ys, cs)`: `lstm_forward`, plus every step's cell state `cs` (laid out as `ys`), which
-    `lstm_backward` needs."""
-    carry, ys, (_, cs) = layer_train(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, batch_major=batch_major,
-                                     threads=threads)
-    return carry, ys, cs
+def lstm_forward_train(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0,
+                       keep_gates: bool = False):
+    """`((h, c), ys, kept)`: `lstm_forward`, plus what `lstm_backward` needs: `(ys, cs, gates)`, every step's
+    cell state (laid out as `ys`) and, with `keep_gates`, its gates (`layer_train`)."""
+    return layer_train(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, batch_major=batch_major, threads=threads,
+                       keep_gates=keep_gates)
 
 
-def lstm_backward(w_x, w_h, b, h, c, xs_TB, ys, cs, dys, dh, dc, *, batch_major: bool = True, threads: int = 0):
+def lstm_backward(w_x, w_h, b, h, c, xs_TB, kept, dys, dh, dc, *, batch_major: bool = True, threads: int = 0):
     """The gradients of an `lstm_forward_train` call from those of its outputs `dys` (laid out as `ys`) and of
     its final carry `dh, dc [B, H]`: `((dw_x, dw_h, db), (dh0, dc0), dxs_TB)`, float32. `h, c`: the initial
-    carry; `ys, cs`: what `lstm_forward_train` returned with the same `batch_major`."""
-    grads, d_carry, dxs = layer_backward(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, (ys, cs), dys, (dh, dc),
+    carry; `kept`: what `lstm_forward_train` returned with the same `batch_major`."""
+    grads, d_carry, dxs = layer_backward(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, kept, dys, (dh, dc),
                                          batch_major=batch_major, threads=threads)
     return grads[:3], d_carry, dxs
 

@@ -35,6 +35,8 @@ class Plan(NamedTuple):
     one linear `dense` inside them; `native_head`: also when another `chain` head follows the layer (the
     kernel then writes the layer's outputs, which the engine's loop with the head does not); `native_train`:
     under a gradient, the native kernels' forward and backward passes (with or without a head);
+    `native_keep_gates`: there the LSTM's forward pass also keeps every step's gates, which its backward pass
+    then reads instead of recomputing;
     `native_closed_loop`: `sj.rollout` of the layer and a dense head, fed back unchanged, on the native
     closed-loop kernel."""
 
@@ -50,6 +52,7 @@ class Plan(NamedTuple):
     native_threads: int = 0
     native_head: bool = False
     native_train: bool = False
+    native_keep_gates: bool = False
     native_closed_loop: bool = False
 
 
@@ -129,6 +132,13 @@ def _thp_disabled_here(path: str = "/proc/self/status") -> bool:
 
 
 @functools.lru_cache(maxsize=None)
+def kernel_huge_pages() -> bool:
+    """Whether the native kernels' large outputs get transparent huge pages: they ask for them (`madvise`), so
+    THP `always` or `madvise` (Linux), and the process has not switched THP off. Read once per process."""
+    return sys.platform.startswith("linux") and thp_mode() in ("always", "madvise") and not _thp_disabled_here()
+
+
+@functools.lru_cache(maxsize=None)
 def huge_pages() -> bool:
     """Whether large allocations of this process get transparent huge pages (Linux only).
 
@@ -178,6 +188,11 @@ def huge_pages() -> bool:
 # PyTorch 1.5). Measured at small only; from medium (4.5M) both cores. Since then the forward passes split a
 # wide batch by chunks of rows with no barrier (`kernels/lstm_cpu.cc`); small stays on one core, as its
 # backward pass still meets every step and a ~0.2 ms call would wait out a paused thread's chunk.
+# The LSTM's training kernels keeping every step's gates (4x the outputs' memory, advised onto huge pages)
+# against recomputing them in the backward pass, train step, two identical contenders each, PyTorch among
+# them, ms: large 267-275 vs 295-302 (and 270-313 vs 313-338 in a slower state), medium 22.0-22.3 vs 23.0-23.1,
+# many 157-168 vs 166-171, long 122-134 vs 120-128. Without huge pages the kernel's first touches of that
+# much fresh memory cost as much as the recomputation (72c06bd), so the plan keeps them only with THP.
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
 _NATIVE_SHARED_MACS = 2**20
 _NATIVE_HEAD_BYTES = 20 * 2**20
@@ -188,15 +203,17 @@ NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training ke
 def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) -> dict:
     """The `native` fields of the CPU plan: the kernels for LSTM and GRU layers from `_NATIVE_MACS` per step;
     with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays
-    under `_NATIVE_TRAIN_BYTES`; closed loops at every size; on one core below `_NATIVE_SHARED_MACS`."""
+    under `_NATIVE_TRAIN_BYTES`, an LSTM's gates kept too (twice that memory again) where its kernels get huge
+    pages; closed loops at every size; on one core below `_NATIVE_SHARED_MACS`."""
     if cell not in NATIVE_KEPT:
         return {}
     macs = batch * 4 * hidden * (features + hidden)
     if macs < _NATIVE_MACS:
         return {"native_closed_loop": True, "native_threads": 1}
     outputs = 4 * batch * time * hidden
-    return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES,
-            "native_train": NATIVE_KEPT[cell] * outputs <= _NATIVE_TRAIN_BYTES, "native_closed_loop": True,
+    train = NATIVE_KEPT[cell] * outputs <= _NATIVE_TRAIN_BYTES
+    return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES, "native_train": train,
+            "native_keep_gates": train and cell == "lstm" and kernel_huge_pages(), "native_closed_loop": True,
             "native_threads": 1 if macs < _NATIVE_SHARED_MACS else 0}
 
 

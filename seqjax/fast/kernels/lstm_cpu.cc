@@ -11,10 +11,11 @@
 // `sj.lstm`'s step: z = x w_x + h w_h + b, c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c'),
 // float32, with XLA:CPU's own rational approximation of tanh (sigmoid(x) = tanh(x / 2) / 2 + 1 / 2).
 //
-// Training: `seqjax_lstm_forward_train` also keeps every step's c; `seqjax_lstm_backward` walks the steps
-// from the last, recomputing each step's gates from the kept outputs (no [T, B, 4H] of gates is stored),
-// and adds the weight gradients into each thread's own columns (by units; one barrier per step, before the
-// gradient reaching h_{t-1}, which needs every unit's gate gradients) or own buffer (by rows).
+// Training: `seqjax_lstm_forward_train` also keeps every step's c (and with `keep_gates` its activated
+// gates); `seqjax_lstm_backward` walks the steps from the last, reading each step's gates or recomputing them
+// from the kept outputs, and adds the weight gradients into each thread's own columns (by units; one barrier
+// per step, before the gradient reaching h_{t-1}, which needs every unit's gate gradients) or own buffer (by
+// rows).
 //
 // Heads (both in `Forward`): `seqjax_lstm_forward_head` runs an affine head (a `chain`'s dense) on each step's
 // h inside the call and writes only its outputs; `seqjax_lstm_closed_loop` feeds the head's output back as the
@@ -323,10 +324,11 @@ inline void activate(vf (&z)[4]) {
 
 // One LSTM step for rows b0..b0+MR-1 of group g: from x rows at `x` (stride F) and h_prev [B, H], c updated in
 // place and h_next written ([B, H] each); then out(b, h, c) with each row's new h and c (the group's 16 units).
+// kz (or null): where the rows' activated gates i, f, g, o go (64 floats a row, rows kzs apart).
 // (`Backward::gates` repeats its first lines: a shared helper taking a per-row lambda measured 3-5% slower.)
 template <int MR, class Out>
 inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev, const float* w, const float* bias,
-                      float* c, float* h_next, int64_t g, int64_t b0, Out&& out) {
+                      float* c, float* h_next, int64_t g, int64_t b0, Out&& out, float* kz, int64_t kzs) {
   vf z[MR][4];
   preactivations<MR>(F, H, x, h_prev + b0 * H, H, w, bias, g, z);
   const int64_t u0 = g * U;
@@ -335,6 +337,8 @@ inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev,
     const int64_t b = b0 + r;
     activate(z[r]);
     const vf i = z[r][0], f = z[r][1], gg = z[r][2], o = z[r][3];
+    if (kz)
+      for (int j = 0; j < 4; ++j) store(kz + r * kzs + j * L, z[r][j]);
     float* cb = c + b * H + u0;
     vf cn = f * load_part(cb, valid) + i * gg;
     vf hv = o * vtanh(cn);
@@ -410,6 +414,7 @@ struct Forward {
   float *ys, *cs, *h, *c, *hbuf;
   bool batch_major;
   int threads;  // at most; 0: all
+  float* zs = nullptr;  // (or null) every step's activated gates, [rows laid out as ys, G * 64]
   bool gru = false;
   const float *wd = nullptr, *bd = nullptr;
   int64_t FO = 0, FP = 0;
@@ -434,7 +439,8 @@ struct Forward {
     if (gru)
       gru_rows<MR>(folded ? 0 : F, H, x, h_prev, wt, bt, h_next, g, b0, folded, out);
     else
-      cell_rows<MR>(folded ? 0 : F, H, x, h_prev, wt, bt, c, h_next, g, b0, out);
+      cell_rows<MR>(folded ? 0 : F, H, x, h_prev, wt, bt, c, h_next, g, b0, out,
+                    zs ? zs + out_row(t, b0) * G * GW + g * GW : nullptr, (batch_major ? T : 1) * G * GW);
   }
   // step t of the groups g0..g1-1 for the rows r0..r1-1
   void cells(int64_t t, int64_t g0, int64_t g1, int64_t r0, int64_t r1) const {
@@ -453,6 +459,7 @@ struct Forward {
   void run() {
     advise_huge_pages(ys, T * B * (wd ? FO : H) * sizeof(float));
     if (cs) advise_huge_pages(cs, T * B * H * sizeof(float));
+    if (zs) advise_huge_pages(zs, T * B * G * GW * sizeof(float));
     std::memcpy(hbuf, h, B * H * sizeof(float));
     Pool& pool = Pool::get();
     const int n = std::min(threads > 0 ? threads : pool.max_threads(), pool.max_threads());
@@ -508,6 +515,7 @@ struct Backward {
   bool batch_major;
   int threads;
   bool gru = false;
+  const float* zs = nullptr;  // (or null) the gates `Forward` kept: read instead of recomputed
 
   int64_t row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
   // h_t and c_t of row b (t = -1: the initial carry), and the stride between rows
@@ -519,12 +527,15 @@ struct Backward {
   template <int MR>
   void gates(int64_t t, int64_t g, int64_t b0) const {
     vf z[MR][4];
-    preactivations<MR>(F, H, xs + (t * B + b0) * F, h_at(t - 1, b0), stride(t - 1), w, bias, g, z);
+    if (!zs) preactivations<MR>(F, H, xs + (t * B + b0) * F, h_at(t - 1, b0), stride(t - 1), w, bias, g, z);
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
     for (int r = 0; r < MR; ++r) {
       const int64_t b = b0 + r;
-      activate(z[r]);
+      if (zs)
+        for (int j = 0; j < 4; ++j) z[r][j] = load(zs + row(t, b) * G * GW + g * GW + j * L);
+      else
+        activate(z[r]);
       const vf i = z[r][0], f = z[r][1], gg = z[r][2], o = z[r][3];
       vf c_prev = load_part(c_at(t - 1, b) + u0, valid);
       vf tc = vtanh(load_part(c_at(t, b) + u0, valid));
@@ -819,10 +830,20 @@ ffi::Error GruForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 wd, F32 bd, O
                       batch_major, threads, gru_cell());
 }
 
-ffi::Error LstmForwardTrainImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out cs, Out h, Out c,
-                                bool batch_major, int64_t threads) {
-  return forward("seqjax_lstm_forward_train", xs, w, bias, h0, c0.typed_data(), ys->typed_data(), cs->typed_data(),
-                 h->typed_data(), c->typed_data(), batch_major, threads);
+// Whether zs holds every step's gates (keep_gates: T * B rows of G * 64) or nothing.
+bool gates_fit(F32& xs, F32& w, int64_t zs_count, bool keep_gates) {
+  const int64_t rows = xs.dimensions()[0] * xs.dimensions()[1];
+  return zs_count == (keep_gates ? rows * w.dimensions()[0] * GW : 0);
+}
+
+ffi::Error LstmForwardTrainImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out cs, Out zs, Out h, Out c,
+                                bool batch_major, bool keep_gates, int64_t threads) {
+  const char* name = "seqjax_lstm_forward_train";
+  if (!gates_fit(xs, w, static_cast<int64_t>(zs->element_count()), keep_gates)) return invalid(name, "gates");
+  Forward fw{};
+  fw.zs = keep_gates ? zs->typed_data() : nullptr;
+  return forward(name, xs, w, bias, h0, c0.typed_data(), ys->typed_data(), cs->typed_data(), h->typed_data(),
+                 c->typed_data(), batch_major, threads, fw);
 }
 
 // `bw`: its cell. c0, cs, dc_end, dc0: the LSTM's (null for a GRU).
@@ -863,11 +884,15 @@ ffi::Error backward(const char* name, F32& xs, F32& w, F32& wt, F32& bias, F32& 
   return ffi::Error::Success();
 }
 
-ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32 ys, F32 cs, F32 dys, F32 dh_end,
-                            F32 dc_end, Out dxs, Out dw, Out db, Out dh0, Out dc0, bool batch_major,
-                            int64_t threads) {
-  return backward("seqjax_lstm_backward", xs, w, wt, bias, h0, c0.typed_data(), ys, cs.typed_data(), dys, dh_end,
-                  dc_end.typed_data(), dxs, dw, db, dh0, dc0->typed_data(), batch_major, threads);
+ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32 ys, F32 cs, F32 zs, F32 dys,
+                            F32 dh_end, F32 dc_end, Out dxs, Out dw, Out db, Out dh0, Out dc0, bool batch_major,
+                            bool keep_gates, int64_t threads) {
+  const char* name = "seqjax_lstm_backward";
+  if (!gates_fit(xs, w, static_cast<int64_t>(zs.element_count()), keep_gates)) return invalid(name, "gates");
+  Backward bw{};
+  bw.zs = keep_gates ? zs.typed_data() : nullptr;
+  return backward(name, xs, w, wt, bias, h0, c0.typed_data(), ys, cs.typed_data(), dys, dh_end, dc_end.typed_data(),
+                  dxs, dw, db, dh0, dc0->typed_data(), batch_major, threads, bw);
 }
 
 ffi::Error GruBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 ys, F32 dys, F32 dh_end, Out dxs, Out dw,
@@ -923,17 +948,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardHead, LstmForwardHeadImpl,
                               four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
-// results ys, cs, h, c
+// results ys, cs, zs (every step's gates with keep_gates, else empty), h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
-                              four_arguments().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
-                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+                              four_arguments().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<bool>("keep_gates").Attr<int64_t>("threads"));
 
-// arguments xs, w, wt, bias, h0, c0, ys, cs, dys, dh and dc at the end; results dxs, dw, db, dh0, dc0
+// arguments xs, w, wt, bias, h0, c0, ys, cs, zs, dys, dh and dc at the end; results dxs, dw, db, dh0, dc0
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
                               four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
-                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+                                  .Attr<bool>("batch_major").Attr<bool>("keep_gates").Attr<int64_t>("threads"));
 
 // arguments x0 [1, B, F], w, bias, h0, c0, wf, biasf, wd, bd; results ys [B, S, F], h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmClosedLoop, LstmClosedLoopImpl,
