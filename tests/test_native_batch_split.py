@@ -2,9 +2,10 @@
 
 With at least two chunks of batch rows per thread (chunks of 6 rows; of 12 from a batch of 96) each thread runs
 whole chunks through every step alone; with fewer rows, and on one thread, the threads own groups of hidden
-units and meet every step. The backward pass splits by rows from eight chunks per thread. Both splits must give
-the float64 reference's numbers and each other's (the forward passes: the same bits). On a machine with one
-core both calls below run by units (`threads=0` is then one thread).
+units and meet every step. The backward pass splits by rows from two chunks per thread (eight where the LSTM
+recomputes its gates) where its weights stay in the L2 cache. Both splits must give the float64 reference's
+numbers and each other's (the forward passes: the same bits). On a machine with one core both calls below run
+by units (`threads=0` is then one thread).
 """
 
 import jax
@@ -88,7 +89,7 @@ def _train(cell, params, xs, h0, c0, dys, threads, keep_gates=False):
 
 
 @pytest.mark.parametrize("cell, keep_gates", [("lstm", False), ("lstm", True), ("gru", False)])
-@pytest.mark.parametrize("b", [27, 200])  # by units on two cores (5 chunks of 6); by rows (17 chunks of 12)
+@pytest.mark.parametrize("b", [27, 200])  # 5 chunks of 6 (by units where the LSTM recomputes), 17 of 12
 def test_backward_split_by_rows_matches_float64_numpy_and_the_split_by_units(cell, keep_gates, b):
     """The backward pass by rows adds each thread's weight gradients in a buffer of its own, eight steps of a
     chunk at a time: other float32 roundings than by units, the same numbers to tolerance."""

@@ -679,12 +679,15 @@ struct Backward {
     Pool& pool = Pool::get();
     const int n = std::min(threads > 0 ? threads : pool.max_threads(), pool.max_threads());
     const int64_t chunk = row_chunk(B, (F + H) * GW * sizeof(float)), chunks = (B + chunk - 1) / chunk;
-    if (n > 1 && chunks >= 8 * n && 3 * nw * static_cast<int64_t>(sizeof(float)) <= cache_bytes(2) / 2) {
-      // By rows, as `Forward::run`, where a thread's weights, their transpose and its own weight gradients (it
-      // adds its chunks' into a buffer of its own, kWeightSteps steps of a chunk at a time) stay in its L2 cache
-      // and the last chunks leave little unevenness (train step by rows vs units, ms: many LSTM 159-161 vs
-      // 185-187, GRU 130 vs 146-150; medium, 11 chunks, LSTM 23.2-25.4 vs 21.2-21.9; large, whose weights do
-      // not fit, 334-352 vs 306)
+    // By rows, as `Forward::run`, where what a thread reads every step besides its rows stays in its L2 cache
+    // (the transposed weights and its own weight gradients: it adds its chunks' into a buffer of its own,
+    // kWeightSteps steps of a chunk at a time; and the weights where it recomputes the gates) and the last chunks
+    // leave little unevenness. Train step by rows vs units, ms: many LSTM 159-161 vs 185-187, GRU 130 vs 146-150;
+    // medium (11 chunks) with kept gates LSTM 19.8-20.6 vs 21.8-22.0, GRU 19.8-20.5 vs 22.3-22.5, but LSTM
+    // recomputing 23.2-25.4 vs 21.2-21.9 (from eight chunks a thread there); large with kept gates 271 vs
+    // 270-281 (past L2: by units), recomputing 334-352 vs 306.
+    const int64_t reads = (zs ? 2 : 3) * nw * static_cast<int64_t>(sizeof(float));
+    if (n > 1 && chunks >= (zs || gru ? 2 : 8) * n && reads <= cache_bytes(2) / 2) {
       const int64_t S = kWeightSteps, FH = F + H, Z = G * GW;
       const int64_t per = nw + nb + S * chunk * (FH + Z);
       std::vector<float> own(static_cast<size_t>(n * per), 0.0f);
