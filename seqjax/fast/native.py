@@ -3,8 +3,8 @@ FFI custom call.
 
 XLA:CPU runs a loop body's operations one after another on one core, ~0.5 µs each, and a step's small
 matmul there does not use the second core (BENCHMARKS.md, "Why"). `kernels/lstm_cpu.cc` runs every step
-in one call and splits it over the cores: by chunks of batch rows in the forward passes where the batch has
-enough rows (no barrier), by hidden units otherwise (its header says how). It is built on
+in one call and splits it over the cores: by chunks of batch rows where the batch has enough rows (no
+barrier), by hidden units otherwise (its header says how). It is built on
 first use with the machine's C++ compiler (`CXX`, else `c++`; C++17, `-O3 -march=native`) against the FFI
 headers jaxlib ships, into a cache folder (`SEQJAX_CACHE_DIR`, else `$XDG_CACHE_HOME/seqjax`, else
 `~/.cache/seqjax`) keyed by the source, the compiler, jaxlib and the CPU, and loaded with `ctypes`.

@@ -186,8 +186,9 @@ def huge_pages() -> bool:
 # step), PyTorch among the peers, one core vs two, ms: LSTM train 0.92 vs 1.73, forward 0.33 vs 0.44, rollout
 # 1.89 vs 1.93; GRU train 1.15 vs 3.12 (3.85 in another run; with `OMP_WAIT_POLICY=PASSIVE` 1.9, without
 # PyTorch 1.5). Measured at small only; from medium (4.5M) both cores. Since then the forward passes split a
-# wide batch by chunks of rows with no barrier (`kernels/lstm_cpu.cc`); small stays on one core, as its
-# backward pass still meets every step and a ~0.2 ms call would wait out a paused thread's chunk.
+# wide batch by chunks of rows with no barrier (`kernels/lstm_cpu.cc`), and the backward passes where their
+# weights stay in L2; small stays on one core (not measured again: a ~0.2 ms call would wait out a paused
+# thread's chunk).
 # The LSTM's training kernels keeping every step's gates (4x the outputs' memory, advised onto huge pages)
 # against recomputing them in the backward pass, train step, two identical contenders each, PyTorch among
 # them, ms: large 267-275 vs 295-302 (and 270-313 vs 313-338 in a slower state), medium 22.0-22.3 vs 23.0-23.1,
