@@ -296,7 +296,7 @@ def layer_backward(kernels: Kernels, weights, carry: tuple, xs_TB, kept: tuple, 
     out = (jax.ShapeDtypeStruct(xs_TB.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
            jax.ShapeDtypeStruct(bias.shape, jnp.float32)) + (state,) * len(carry)
     call = jax.ffi.ffi_call(kernels.backward, out, vmap_method="sequential")
-    attrs = {} if kernels.train is None else {"keep_gates": kept[2].size > 0}
+    attrs = {"keep_gates": kept[2].size > 0} if len(kept) == 3 else {}  # the LSTM's `(ys, cs, gates)`
     dxs, dw, dbias, *d_carry0 = call(xs_TB, w, _transposed(w, features, hidden), bias, *carry, *kept, dys,
                                      *d_carry, batch_major=batch_major, threads=np.int64(threads), **attrs)
     return kernels.gradients(*unpack(dw, dbias, features)), tuple(d_carry0), dxs

@@ -108,24 +108,21 @@ inline void advise_huge_pages(void* p, int64_t bytes) {
 #endif
 }
 
-// Bytes of a core's level-1 data or level-2 cache (32 KB and 1 MB where the OS does not say).
-inline int64_t cache_bytes(int level) {
-  static const int64_t sizes[2] = {[] {
-                                     long bytes = 0;
-#if defined(_SC_LEVEL1_DCACHE_SIZE)
-                                     bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-#endif
-                                     return static_cast<int64_t>(bytes > 0 ? bytes : 32 << 10);
-                                   }(),
-                                   [] {
-                                     long bytes = 0;
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-                                     bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
-#endif
-                                     return static_cast<int64_t>(bytes > 0 ? bytes : 1 << 20);
-                                   }()};
-  return sizes[level == 1 ? 0 : 1];
+// Bytes of a core's level-1 data cache and of its level-2 cache (32 KB and 1 MB where the OS does not say).
+inline int64_t or_default(long reported, int64_t fallback) { return reported > 0 ? reported : fallback; }
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+inline int64_t l1_bytes() {
+  static const int64_t bytes = or_default(sysconf(_SC_LEVEL1_DCACHE_SIZE), 32 << 10);
+  return bytes;
 }
+inline int64_t l2_bytes() {
+  static const int64_t bytes = or_default(sysconf(_SC_LEVEL2_CACHE_SIZE), 1 << 20);
+  return bytes;
+}
+#else
+inline int64_t l1_bytes() { return 32 << 10; }
+inline int64_t l2_bytes() { return 1 << 20; }
+#endif
 
 // ---- threads -------------------------------------------------------------------------------------------
 class SpinBarrier {
@@ -242,7 +239,7 @@ class Pool {
 // batch is wide and a group's packed weights (`slice` bytes) stay in the L1 cache between the two tiles
 // (measured, chunks of 6 / 12 rows, ms: many 198 / 187 rollout, 34.4 / 33.2 forward; large, whose slices do not
 // fit, 83.8 / 88.1 rollout; medium, 11 chunks / 6, 5.2 / 5.9 forward).
-inline int64_t row_chunk(int64_t B, int64_t slice) { return B >= 96 && 4 * slice <= 3 * cache_bytes(1) ? 12 : 6; }
+inline int64_t row_chunk(int64_t B, int64_t slice) { return B >= 96 && 4 * slice <= 3 * l1_bytes() ? 12 : 6; }
 
 // out[r][J0 + j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV
 template <int MR, int NV, int J0 = 0>
@@ -687,15 +684,13 @@ struct Backward {
     // recomputing 23.2-25.4 vs 21.2-21.9 (from eight chunks a thread there); large with kept gates 271 vs
     // 270-281 (past L2: by units), recomputing 334-352 vs 306.
     const int64_t reads = (zs ? 2 : 3) * nw * static_cast<int64_t>(sizeof(float));
-    if (n > 1 && chunks >= (zs || gru ? 2 : 8) * n && reads <= cache_bytes(2) / 2) {
+    if (n > 1 && chunks >= (zs || gru ? 2 : 8) * n && reads <= l2_bytes() / 2) {
       const int64_t S = kWeightSteps, FH = F + H, Z = G * GW;
       const int64_t per = nw + nb + S * chunk * (FH + Z);
       std::vector<float> own(static_cast<size_t>(n * per), 0.0f);
       std::atomic<int64_t> next{0};
-      std::atomic<int> used{0};
-      pool.run(n, [&](int, int) {
-        const int slot = used.fetch_add(1);
-        float *dwp = own.data() + slot * per, *dbp = dwp + nw;
+      pool.run(n, [&](int id, int) {
+        float *dwp = own.data() + id * per, *dbp = dwp + nw;
         float *as = dbp + nb, *dzs = as + S * chunk * FH;  // S steps of a chunk: [x_t, h_{t-1}] rows, dz rows
         for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
           const int64_t r0 = k * chunk, r1 = std::min(B, r0 + chunk), nr = r1 - r0;
@@ -716,7 +711,7 @@ struct Backward {
           }
         }
       });
-      for (int i = 0; i < used.load(); ++i) {
+      for (int i = 0; i < n; ++i) {  // (a thread the pool did not start left its buffer zero)
         const float* p = own.data() + i * per;
         for (int64_t j = 0; j < nw; ++j) dw[j] += p[j];
         for (int64_t j = 0; j < nb; ++j) db[j] += p[nw + j];
