@@ -7,6 +7,7 @@
     python -m benchmarks.attempts --config medium --what devices
     python -m benchmarks.attempts --config medium --what lanes
     python -m benchmarks.attempts --config medium --what native,native_train
+    python -m benchmarks.attempts --config medium --what train_head
     python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
 Within a group every variant computes the same function (every group but train: the outputs are
@@ -383,17 +384,34 @@ def native_train_variants(problem, cells=("LSTM", "GRU")):
     backward passes (the plan `plan_for` picks, kernels off) against the native CPU kernels'
     (`seqjax.fast.native`); each twice, so the spread between identical contenders shows. Returns the updated
     parameters, flattened (the two differ in float32 rounding only)."""
+
+    def plans(base):
+        out = {"engine": base._replace(native_train=False, use_reference=False),
+               "native kernels": base._replace(native_train=True)}
+        if base.use_reference:
+            out["reference loop"] = Plan(use_reference=True)
+        return out
+
+    return _train_step_variants(problem, cells, plans)
+
+
+def train_head_variants(problem, cells=("LSTM", "GRU")):
+    """Train step as in `native_train_variants`, on the native kernels: the dense head inside them
+    (`Plan.native_train_head`) against the head over all steps in XLA; each twice."""
+    return _train_step_variants(problem, cells, lambda base: {
+        "head inside the kernels": base._replace(native_train=True, native_train_head=True),
+        "head in XLA": base._replace(native_train=True, native_train_head=False)})
+
+
+def _train_step_variants(problem, cells, plans_of):
+    """The bench's train step of each cell under each plan `plans_of(the plan plan_for picks)` gives, twice."""
     cfg = problem.config
     optimizer = optax.adam(1e-3)
     out = {}
     for cell_name in cells:
         model, _, params, xs, targets = _cell_data(cfg, cell_name)
         state = optimizer.init(params)
-        base = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, cell_name.lower())
-        plans = {"engine": base._replace(native_train=False, use_reference=False),
-                 "native kernels": base._replace(native_train=True)}
-        if base.use_reference:
-            plans["reference loop"] = Plan(use_reference=True)
+        plans = plans_of(plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, cell_name.lower()))
         for copy in ("A", "B"):
             for label, plan in plans.items():
                 out[f"{cell_name}, {label} ({copy})"] = _compiled_flat_step(model, optimizer, params, state, xs,
@@ -727,6 +745,7 @@ VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rol
             "head": head_variants,
             "native": native_variants,
             "native_train": native_train_variants,
+            "train_head": train_head_variants,
             "blas": blas_variants,
             "devices": devices_variants,
             "lanes": lanes_variants}
@@ -757,7 +776,7 @@ def main(argv=None):
     for what in whats:
         fns = VARIANTS[what](problem)
         first = next(iter(fns))
-        if what not in ("train", "native_train"):  # train: the Adam steps differ in float32 rounding only
+        if what not in ("train", "native_train", "train_head"):  # the Adam steps differ in float32 rounding only
             for name, fn in fns.items():
                 ref = _reference(what, name, first, fns)
                 np.testing.assert_allclose(np.asarray(fn()), np.asarray(fns[ref]()), atol=5e-4, rtol=1e-3,

@@ -72,7 +72,8 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
     `plan.native_head`, else the engine's loop), gradients from their training forward and backward passes
     (`plan.native_train`, else the engine's forward and backward passes). With a head, the head runs over all
     steps after the layer, and its VJP before the layer's. Without a head the kernels write their outputs
-    `[B, T, H]` (`_time_major`), with one `[T, B, H]`, as the head takes them."""
+    `[B, T, H]` (`_time_major`), with one `[T, B, H]`, as the head takes them; under a gradient with one linear
+    dense (`plan.native_train_head`) the head runs inside the training kernels instead, all `[B, T, ..]`."""
     engine_loop = _loop(maths, plan, head)
     on_kernel = plan.native_head if head is not None else plan.native
     threads = plan.native_threads
@@ -114,14 +115,27 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
     elif head is None:
         fn.defvjp(train, lambda saved, cotangents: backward(saved, *cotangents))
     else:
+        def inside_affine(head_params):
+            return _float32_affine(*head.affine(head_params))
+
         def fwd_head(w, head_params, carry, xs_TB):
+            if head.affine is not None and plan.native_train_head and inside_affine(head_params) is not None:
+                affine, affine_vjp = jax.vjp(inside_affine, head_params)
+                new_carry, out, kept = native.layer_train(kernels, w, carry, xs_TB, threads=threads, head=affine,
+                                                          keep_gates=plan.native_keep_gates)
+                return (new_carry, _time_major(out, True)), ((w, carry, xs_TB, kept), None, (affine, affine_vjp))
             (new_carry, ys_TB), saved = train(w, carry, xs_TB)
             out, head_vjp = jax.vjp(head.sequence, head_params, ys_TB)
-            return (new_carry, out), (saved, head_vjp)
+            return (new_carry, out), (saved, head_vjp, None)
 
         def bwd_head(saved_head, cotangents):
-            saved, head_vjp = saved_head
+            saved, head_vjp, inside = saved_head
             d_carry, d_out = cotangents
+            if inside is not None:  # the head's gradient inside the backward kernel
+                (w, carry, xs_TB, kept), (affine, affine_vjp) = saved, inside
+                g, d_carry, dxs, d_affine = native.layer_backward_head(
+                    kernels, w, carry, xs_TB, kept, _time_major(d_out, True), d_carry, affine, threads=threads)
+                return engine.Weights(*g), affine_vjp(d_affine)[0], d_carry, dxs
             d_head, dys_TB = head_vjp(d_out)
             g, d_carry, dxs = backward(saved, d_carry, dys_TB)
             return g, d_head, d_carry, dxs

@@ -15,10 +15,12 @@ engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance
 `lstm_forward` (`lstm_forward_head` with a dense head inside); training runs `lstm_forward_train` (which
 also keeps every step's `c`, and its gates where the plan says) and `lstm_backward` (which reads the kept
 gates or recomputes them from the kept outputs); `sj.rollout` of an LSTM with a dense head runs
-`lstm_closed_loop`. The GRU (`reset_after`, the Keras/PyTorch/Flax form) has the same kernels without `c`
-(`GRU`; `gru_forward`, also training's forward pass since the backward pass needs only the outputs, and
-`gru_backward`), its weights mapped to four gate blocks (`_gru_blocks`). `layer_forward`, `layer_train`,
-`layer_backward` and `layer_closed_loop` run either cell's kernels (`Kernels`). `SEQJAX_NATIVE_THREADS` caps the
+`lstm_closed_loop`; training a `chain(lstm, dense)` runs the dense inside both training kernels
+(`layer_train(..., head=)`, `layer_backward_head`). The GRU (`reset_after`, the Keras/PyTorch/Flax form) has the
+same kernels without `c` (`GRU`; `gru_forward`, also training's forward pass since the backward pass needs only
+the outputs, and `gru_backward`), its weights mapped to four gate blocks (`_gru_blocks`). `layer_forward`,
+`layer_train`, `layer_backward`, `layer_backward_head` and `layer_closed_loop` run either cell's kernels
+(`Kernels`). `SEQJAX_NATIVE_THREADS` caps the
 cores they use.
 """
 
@@ -50,11 +52,17 @@ TARGET_GRU = "seqjax_gru_forward"
 TARGET_GRU_BACKWARD = "seqjax_gru_backward"
 TARGET_GRU_CLOSED_LOOP = "seqjax_gru_closed_loop"
 TARGET_GRU_HEAD = "seqjax_gru_forward_head"
+TARGET_TRAIN_HEAD = "seqjax_lstm_forward_train_head"
+TARGET_BACKWARD_HEAD = "seqjax_lstm_backward_head"
+TARGET_GRU_TRAIN_HEAD = "seqjax_gru_forward_train_head"
+TARGET_GRU_BACKWARD_HEAD = "seqjax_gru_backward_head"
 _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
             TARGET_BACKWARD: "SeqjaxLstmBackward", TARGET_CLOSED_LOOP: "SeqjaxLstmClosedLoop",
             TARGET_HEAD: "SeqjaxLstmForwardHead", TARGET_GRU: "SeqjaxGruForward",
             TARGET_GRU_BACKWARD: "SeqjaxGruBackward", TARGET_GRU_CLOSED_LOOP: "SeqjaxGruClosedLoop",
-            TARGET_GRU_HEAD: "SeqjaxGruForwardHead"}
+            TARGET_GRU_HEAD: "SeqjaxGruForwardHead", TARGET_TRAIN_HEAD: "SeqjaxLstmForwardTrainHead",
+            TARGET_BACKWARD_HEAD: "SeqjaxLstmBackwardHead", TARGET_GRU_TRAIN_HEAD: "SeqjaxGruForwardTrainHead",
+            TARGET_GRU_BACKWARD_HEAD: "SeqjaxGruBackwardHead"}
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
 _registered: list = []  # the library registered with XLA
@@ -210,7 +218,8 @@ class Kernels(NamedTuple):
     """One cell's kernels (XLA FFI targets) and how its weights `(w_x, w_h, b_x, b_h)` (`b_h` None for one
     bias) map to theirs: `blocks(w_x, w_h, b_x, b_h) -> (w_x, w_h, b)` in four gate blocks, `gradients(dw_x,
     dw_h, db) -> (dw_x, dw_h, db_x, db_h)` back. `train`: the training forward pass, which also keeps every
-    step's `c` (None: `forward` keeps all the backward pass needs)."""
+    step's `c` (None: `forward` keeps all the backward pass needs); `train_head` and `backward_head`: training
+    with an affine head inside."""
 
     forward: str
     head: str
@@ -219,31 +228,41 @@ class Kernels(NamedTuple):
     closed_loop: str
     blocks: Callable
     gradients: Callable
+    train_head: str
+    backward_head: str
 
 
 LSTM = Kernels(TARGET, TARGET_HEAD, TARGET_TRAIN, TARGET_BACKWARD, TARGET_CLOSED_LOOP,
-               lambda w_x, w_h, b_x, b_h: (w_x, w_h, b_x), lambda g_x, g_h, g_b: (g_x, g_h, g_b, None))
+               lambda w_x, w_h, b_x, b_h: (w_x, w_h, b_x), lambda g_x, g_h, g_b: (g_x, g_h, g_b, None),
+               TARGET_TRAIN_HEAD, TARGET_BACKWARD_HEAD)
 GRU = Kernels(TARGET_GRU, TARGET_GRU_HEAD, None, TARGET_GRU_BACKWARD, TARGET_GRU_CLOSED_LOOP, _gru_blocks,
-              _gru_gradients)
+              _gru_gradients, TARGET_GRU_TRAIN_HEAD, TARGET_GRU_BACKWARD_HEAD)
 
 
 def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, threads: int, head=None,
-             keeps_cs: bool = False, keeps_gates: bool = False):
+             keeps_cs: bool = False, keeps_gates: bool = False, keeps_hs: bool = False):
     """The forward kernel `target`'s outputs: `ys` (the head's outputs with `head = (w_d, b_d)`); where it
-    `keeps_cs` (the LSTM's training kernel) every step's `c` and its activated gates (`keeps_gates`: laid out as
-    `ys` with `4 * 16` columns a group of 16 units; else an empty array); the final carry (`h, c` or the GRU's
-    `h`). `w_x, w_h, b`: in four gate blocks (`Kernels.blocks`)."""
+    `keeps_hs` (training with a head) every step's `h`; where it `keeps_cs` (the LSTM's training kernels) every
+    step's `c` and its activated gates (`keeps_gates`: laid out as `ys` with `4 * 16` columns a group of 16 units;
+    else an empty array); the final carry (`h, c` or the GRU's `h`). `w_x, w_h, b`: in four gate blocks
+    (`Kernels.blocks`)."""
     _require(target)
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
     width = hidden if head is None else head[0].shape[1]
     w, bias = pack(w_x, w_h, b)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
-    ys = jax.ShapeDtypeStruct((batch, time, width) if batch_major else (time, batch, width), jnp.float32)
-    sequences, attrs = (ys,), {}
+
+    def sequence(columns: int):
+        return jax.ShapeDtypeStruct((batch, time, columns) if batch_major else (time, batch, columns), jnp.float32)
+
+    sequences, attrs = (sequence(width),), {}
+    if keeps_hs:
+        sequences += (sequence(hidden),)
     if keeps_cs:
-        gates = ys.shape[:2] + (w.shape[0] * 4 * UNITS,) if keeps_gates else (0,)
-        sequences, attrs = (ys, ys, jax.ShapeDtypeStruct(gates, jnp.float32)), {"keep_gates": keeps_gates}
+        gates = (batch, time) + (w.shape[0] * 4 * UNITS,) if keeps_gates else (0,)
+        sequences += (sequence(hidden), jax.ShapeDtypeStruct(gates, jnp.float32))
+        attrs = {"keep_gates": keeps_gates}
     call = jax.ffi.ffi_call(target, sequences + (state,) * len(carry), vmap_method="sequential")
     head_columns = () if head is None else _head_columns(*head)
     return call(xs_TB, w, bias, *carry, *head_columns, batch_major=batch_major, threads=np.int64(threads), **attrs)
@@ -260,10 +279,15 @@ def layer_forward(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major
 
 
 def layer_train(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: bool = True, threads: int = 0,
-                keep_gates: bool = False):
+                keep_gates: bool = False, head=None):
     """`(carry, ys, kept)`: `layer_forward` and what `layer_backward` needs besides (`(ys,)`, or the LSTM's `(ys,
     cs, gates)`: with `keep_gates` every step's gates, which the backward pass then reads instead of recomputing,
-    at 4x the outputs' memory)."""
+    at 4x the outputs' memory). With `head = (w_d, b_d)` the head's outputs are formed inside, as in
+    `layer_forward`, `kept` starts with the layer's outputs, and `layer_backward_head` takes it."""
+    if head is not None:
+        ys, hs, *rest = _forward(kernels.train_head, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads,
+                                 head, keeps_cs=kernels.train is not None, keeps_gates=keep_gates, keeps_hs=True)
+        return tuple(rest[len(rest) - len(carry):]), ys, (hs, *rest[:len(rest) - len(carry)])
     if kernels.train is None:
         carry, ys = layer_forward(kernels, weights, carry, xs_TB, batch_major=batch_major, threads=threads)
         return carry, ys, (ys,)
@@ -282,24 +306,51 @@ def _transposed(w, features: int, hidden: int):
                             wt[:, :features], jnp.zeros((wt.shape[0], -features % 16), wt.dtype)], axis=1)
 
 
-def layer_backward(kernels: Kernels, weights, carry: tuple, xs_TB, kept: tuple, dys, d_carry: tuple, *,
-                   batch_major: bool = True, threads: int = 0):
-    """The gradients of a `layer_train` call (with the same `batch_major`) from those of its outputs `dys` (laid
-    out as `ys`) and of its final carry: `((dw_x, dw_h, db_x, db_h), d_carry0, dxs_TB)`, float32 (`db_h` None
-    where `weights` has one bias). `carry`: the initial carry; `kept`: what `layer_train` returned."""
-    _require(kernels.backward)
+def _backward(target: str, kernels: Kernels, weights, carry: tuple, xs_TB, kept: tuple, gradients: tuple,
+              d_carry: tuple, extra: tuple, batch_major: bool, threads: int):
+    """The backward kernel `target`'s outputs from the outputs' `gradients` (its arguments after `kept`):
+    `((dw_x, dw_h, db_x, db_h), d_carry0, dxs_TB, extra results)`, `extra` the shapes of its results after `db`."""
+    _require(target)
     time, batch, features = xs_TB.shape
     w_x, w_h, b = kernels.blocks(*weights)
     hidden = w_h.shape[0]
     w, bias = pack(w_x, w_h, b)
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     out = (jax.ShapeDtypeStruct(xs_TB.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
-           jax.ShapeDtypeStruct(bias.shape, jnp.float32)) + (state,) * len(carry)
-    call = jax.ffi.ffi_call(kernels.backward, out, vmap_method="sequential")
+           jax.ShapeDtypeStruct(bias.shape, jnp.float32)) + tuple(extra) + (state,) * len(carry)
+    call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
     attrs = {"keep_gates": kept[2].size > 0} if len(kept) == 3 else {}  # the LSTM's `(ys, cs, gates)`
-    dxs, dw, dbias, *d_carry0 = call(xs_TB, w, _transposed(w, features, hidden), bias, *carry, *kept, dys,
-                                     *d_carry, batch_major=batch_major, threads=np.int64(threads), **attrs)
-    return kernels.gradients(*unpack(dw, dbias, features)), tuple(d_carry0), dxs
+    dxs, dw, dbias, *rest = call(xs_TB, w, _transposed(w, features, hidden), bias, *carry, *kept, *gradients,
+                                 *d_carry, batch_major=batch_major, threads=np.int64(threads), **attrs)
+    return (kernels.gradients(*unpack(dw, dbias, features)), tuple(rest[len(extra):]), dxs,
+            tuple(rest[:len(extra)]))
+
+
+def layer_backward(kernels: Kernels, weights, carry: tuple, xs_TB, kept: tuple, dys, d_carry: tuple, *,
+                   batch_major: bool = True, threads: int = 0):
+    """The gradients of a `layer_train` call (with the same `batch_major`) from those of its outputs `dys` (laid
+    out as `ys`) and of its final carry: `((dw_x, dw_h, db_x, db_h), d_carry0, dxs_TB)`, float32 (`db_h` None
+    where `weights` has one bias). `carry`: the initial carry; `kept`: what `layer_train` returned."""
+    grads, d_carry0, dxs, _ = _backward(kernels.backward, kernels, weights, carry, xs_TB, kept, (dys,), d_carry, (),
+                                        batch_major, threads)
+    return grads, d_carry0, dxs
+
+
+def layer_backward_head(kernels: Kernels, weights, carry: tuple, xs_TB, kept: tuple, d_out, d_carry: tuple, head,
+                        *, batch_major: bool = True, threads: int = 0):
+    """The gradients of a `layer_train` call with `head = (w_d [H, O], b_d [O])` from those of the head's outputs
+    `d_out` (laid out as its `ys`) and of the final carry: `((dw_x, dw_h, db_x, db_h), d_carry0, dxs_TB, (dw_d,
+    db_d))`. The kernel forms each step's `h` gradient `d_out_t w_d^T` and adds `h_t^T d_out_t` into `dw_d` as it
+    goes: no `[T, B, H]` gradient of the layer's outputs is written."""
+    w_d = head[0]
+    hidden, width = w_d.shape
+    groups = -(-hidden // UNITS)
+    w_d_t = jnp.pad(w_d.T, ((0, 0), (0, groups * UNITS - hidden)))
+    d_out_padded = jnp.pad(d_out, ((0, 0), (0, 0), (0, -width % 16)))
+    dw_d = jax.ShapeDtypeStruct((groups * UNITS, width + -width % 16), jnp.float32)
+    grads, d_carry0, dxs, (dw_d,) = _backward(kernels.backward_head, kernels, weights, carry, xs_TB, kept,
+                                              (d_out_padded, w_d_t), d_carry, (dw_d,), batch_major, threads)
+    return grads, d_carry0, dxs, (dw_d[:hidden, :width], jnp.sum(d_out, axis=(0, 1)))
 
 
 def layer_closed_loop(kernels: Kernels, weights, carry: tuple, x0, w_d, b_d, steps: int, *, threads: int = 0):

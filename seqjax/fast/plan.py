@@ -36,7 +36,9 @@ class Plan(NamedTuple):
     kernel then writes the layer's outputs, which the engine's loop with the head does not); `native_train`:
     under a gradient, the native kernels' forward and backward passes (with or without a head);
     `native_keep_gates`: there the LSTM's forward pass also keeps every step's gates, which its backward pass
-    then reads instead of recomputing;
+    then reads instead of recomputing; `native_train_head`: there a head that is one linear `dense` runs inside
+    the training kernels too (its outputs formed in the forward pass, their gradient taken in by the backward
+    pass, which writes no gradient of the layer's outputs);
     `native_closed_loop`: `sj.rollout` of the layer and a dense head, fed back unchanged, on the native
     closed-loop kernel."""
 
@@ -53,6 +55,7 @@ class Plan(NamedTuple):
     native_head: bool = False
     native_train: bool = False
     native_keep_gates: bool = False
+    native_train_head: bool = False
     native_closed_loop: bool = False
 
 
@@ -194,6 +197,14 @@ def huge_pages() -> bool:
 # them, ms: large 267-275 vs 295-302 (and 270-313 vs 313-338 in a slower state), medium 22.0-22.3 vs 23.0-23.1,
 # many 157-168 vs 166-171, long 122-134 vs 120-128. Without huge pages the kernel's first touches of that
 # much fresh memory cost as much as the recomputation (72c06bd), so the plan keeps them only with THP.
+# Training with a linear dense head inside the kernels (`native_train_head`: the forward pass forms the head's
+# outputs, the backward pass takes their gradient and forms each step's `h` gradient and the head's weight
+# gradient itself) against the head over all steps in XLA (its outputs, the `[T, B, H]` gradient of the layer's
+# outputs, the transposes between), the bench's train step, two identical contenders each, one process
+# (`benchmarks.attempts --what train_head`), ms: LSTM medium 20.9-21.2 vs 25.8-26.8, large 294-310 vs 311-327,
+# long 137-142 vs 149-150, many 171-173 vs 184-188, small 1.11 vs 1.12-1.15; GRU medium 19.6-20.0 vs 25.1-27.6,
+# large 260-261 vs 271-274, but small 1.21-1.22 vs 1.11-1.14 (one thread; its 2 outputs padded to 16 columns
+# in the kernel): from `_NATIVE_SHARED_MACS`.
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
 _NATIVE_SHARED_MACS = 2**20
 _NATIVE_HEAD_BYTES = 20 * 2**20
@@ -205,7 +216,8 @@ def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) 
     """The `native` fields of the CPU plan: the kernels for LSTM and GRU layers from `_NATIVE_MACS` per step;
     with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays
     under `_NATIVE_TRAIN_BYTES`, an LSTM's gates kept too (twice that memory again) where its kernels get huge
-    pages; closed loops at every size; on one core below `_NATIVE_SHARED_MACS`."""
+    pages, and a linear dense head inside them from `_NATIVE_SHARED_MACS`; closed loops at every size; on one
+    core below `_NATIVE_SHARED_MACS`."""
     if cell not in NATIVE_KEPT:
         return {}
     macs = batch * 4 * hidden * (features + hidden)
@@ -214,7 +226,8 @@ def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) 
     outputs = 4 * batch * time * hidden
     train = NATIVE_KEPT[cell] * outputs <= _NATIVE_TRAIN_BYTES
     return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES, "native_train": train,
-            "native_keep_gates": train and cell == "lstm" and kernel_huge_pages(), "native_closed_loop": True,
+            "native_keep_gates": train and cell == "lstm" and kernel_huge_pages(),
+            "native_train_head": train and macs >= _NATIVE_SHARED_MACS, "native_closed_loop": True,
             "native_threads": 1 if macs < _NATIVE_SHARED_MACS else 0}
 
 

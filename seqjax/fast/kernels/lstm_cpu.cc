@@ -19,7 +19,9 @@
 //
 // Heads (both in `Forward`): `seqjax_lstm_forward_head` runs an affine head (a `chain`'s dense) on each step's
 // h inside the call and writes only its outputs; `seqjax_lstm_closed_loop` feeds the head's output back as the
-// next input (`sj.rollout`), its projection folded into the recurrent weights after the first step.
+// next input (`sj.rollout`), its projection folded into the recurrent weights after the first step. Training
+// with the head inside: `seqjax_lstm_forward_train_head` also keeps every step's h, and
+// `seqjax_lstm_backward_head` takes the gradient of the head's outputs instead of the layer's (`Backward`).
 //
 // GRU (`reset_after`): the same kernels with `gru_rows` for the cell's rows and no c. Its weights are packed in
 // four blocks [n_x, z, r, n_h] per group of units: x's rows feed the first three, h's rows the last three
@@ -396,7 +398,8 @@ inline void head_rows(int64_t H, int64_t FP, int64_t FO, const float* hs, int64_
 // ys [B, T, H] (batch_major) or [T, B, H]; h, c: the carry, updated in place ([B, H] each); hbuf [2, B, H]
 // scratch; cs (or null): every step's c, laid out as ys (for the backward pass). With a head (wd, or null:
 // an affine map to FO outputs, as in `head_rows`), ys holds its outputs instead ([B, T, FO] or [T, B, FO]):
-// after the step's barrier each thread forms those of its share of the batch rows.
+// after the step's barrier each thread forms those of its share of the batch rows; training keeps every step's
+// h in hs (and c in cs) besides.
 //
 // Closed loop (wf, or null): the head's output is the next input, x_{t+1} = y_t (FO = F), and xs holds x_0
 // only. Its projection is folded into the recurrent one, x_{t+1} w_x = h_t (wd w_x) + bd w_x, so steps
@@ -415,6 +418,7 @@ struct Forward {
   bool gru = false;
   const float *wd = nullptr, *bd = nullptr;
   int64_t FO = 0, FP = 0;
+  float* hs = nullptr;  // (or null) with a head: every step's h as well, laid out as cs (training)
   const float *wf = nullptr, *biasf = nullptr;
 
   int64_t out_row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
@@ -427,10 +431,11 @@ struct Forward {
     const float* x = folded ? nullptr : xs + (t * B + b0) * F;
     const float *h_prev = hbuf + (t % 2) * B * H, *wt = folded ? wf : w, *bt = folded ? biasf : bias;
     float* h_next = hbuf + ((t + 1) % 2) * B * H;
+    float* kept = wd ? hs : ys;  // with a head, ys holds its outputs
     auto out = [&](int64_t b, vf hv, vf cn) {
-      if (wd) return;
+      if (!kept) return;
       const int64_t y = out_row(t, b) * H + u0;
-      store_part(ys + y, hv, valid);
+      store_part(kept + y, hv, valid);
       if (cs) store_part(cs + y, cn, valid);
     };
     if (gru)
@@ -456,6 +461,7 @@ struct Forward {
   void run() {
     advise_huge_pages(ys, T * B * (wd ? FO : H) * sizeof(float));
     if (cs) advise_huge_pages(cs, T * B * H * sizeof(float));
+    if (hs) advise_huge_pages(hs, T * B * H * sizeof(float));
     if (zs) advise_huge_pages(zs, T * B * G * GW * sizeof(float));
     std::memcpy(hbuf, h, B * H * sizeof(float));
     Pool& pool = Pool::get();
@@ -505,6 +511,11 @@ struct Forward {
 // GRU (`gru`; c0, cs, dc null): dz holds the gradients of the blocks [n_x, z, r, n_h] (dn, dz, dr, dn r), of
 // which x's rows take the first three and h's rows the last three; the gradient reaching h_{t-1} directly
 // (dh z) waits in dh for the product after the barrier to be added.
+//
+// With a head (`Forward` with wd and hs; dout, or null): the gradient of its outputs dout (rows laid out as ys,
+// FP columns, zeros past FO) replaces dys: each row's h_t gradient is dout_t wd^T, formed in registers from
+// wdt [FP, G * 16] (wd transposed, zeros past H), and dwd [G * 16, FP] accumulates h_t^T dout_t (each thread its
+// groups' rows, or its own buffer by rows); no [T, B, H] gradient of the outputs is written.
 struct Backward {
   int64_t T, B, F, H, G, NP;
   const float *xs, *w, *wt, *bias, *h0, *c0, *ys, *cs, *dys;
@@ -513,6 +524,9 @@ struct Backward {
   int threads;
   bool gru = false;
   const float* zs = nullptr;  // (or null) the gates `Forward` kept: read instead of recomputed
+  const float *dout = nullptr, *wdt = nullptr;  // (or null) the head's, as above
+  float* dwd = nullptr;
+  int64_t FO = 0, FP = 0;
 
   int64_t row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
   // h_t and c_t of row b (t = -1: the initial carry), and the stride between rows
@@ -521,12 +535,49 @@ struct Backward {
   int64_t stride(int64_t t) const { return t < 0 || !batch_major ? H : T * H; }
   float* dz_at(int64_t t) const { return dzbuf + (t % 2) * B * G * GW; }
 
+  // The gradient reaching the outputs h_t of rows b0..b0+MR-1, units u0..u0+15: dys's, or with a head dout_t wd^T
+  template <int MR>
+  void output_grads(int64_t t, int64_t b0, int64_t u0, int valid, vf (&dy)[MR][4]) const {
+    if (!dout) {
+      for (int r = 0; r < MR; ++r) dy[r][0] = load_part(dys + row(t, b0 + r) * H + u0, valid);
+      return;
+    }
+    for (int r = 0; r < MR; ++r) dy[r][0] = vf{};
+    gemm_acc<MR, 1>(FO, dout + row(t, b0) * FP, row(t, b0 + 1) * FP - row(t, b0) * FP, 1, wdt + u0, G * U, dy);
+  }
+
+  // dwdt[g's units] += h_t^T dout_t over the rows r0..r1-1 (the head's weight gradient)
+  void head_weight_grads(int64_t t, int64_t g, int64_t r0, int64_t r1, float* dwdt) const {
+    const int64_t u0 = g * U, ds = row(t, r0 + 1) * FP - row(t, r0) * FP;
+    const float *h = h_at(t, r0) + u0, *d = dout + row(t, r0) * FP;
+    for (int64_t v0 = 0; v0 < FP / L; v0 += 4) {
+      const int64_t nv = std::min<int64_t>(4, FP / L - v0);
+      by_rows(std::min<int64_t>(U, H - u0), [&](auto mr, int64_t j0) {
+        constexpr int MR = mr.value;
+        vf acc[MR][4];
+        float* out = dwdt + (u0 + j0) * FP + v0 * L;
+        for (int r = 0; r < MR; ++r)
+          for (int j = 0; j < nv; ++j) acc[r][j] = load(out + r * FP + j * L);
+        switch (nv) {
+          case 4: gemm_acc<MR, 4>(r1 - r0, h + j0, 1, stride(t), d + v0 * L, ds, acc); break;
+          case 3: gemm_acc<MR, 3>(r1 - r0, h + j0, 1, stride(t), d + v0 * L, ds, acc); break;
+          case 2: gemm_acc<MR, 2>(r1 - r0, h + j0, 1, stride(t), d + v0 * L, ds, acc); break;
+          default: gemm_acc<MR, 1>(r1 - r0, h + j0, 1, stride(t), d + v0 * L, ds, acc); break;
+        }
+        for (int r = 0; r < MR; ++r)
+          for (int j = 0; j < nv; ++j) store(out + r * FP + j * L, acc[r][j]);
+      });
+    }
+  }
+
   template <int MR>
   void gates(int64_t t, int64_t g, int64_t b0) const {
     vf z[MR][4];
     if (!zs) preactivations<MR>(F, H, xs + (t * B + b0) * F, h_at(t - 1, b0), stride(t - 1), w, bias, g, z);
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+    vf dy[MR][4];
+    output_grads<MR>(t, b0, u0, valid, dy);
     for (int r = 0; r < MR; ++r) {
       const int64_t b = b0 + r;
       if (zs)
@@ -536,7 +587,7 @@ struct Backward {
       const vf i = z[r][0], f = z[r][1], gg = z[r][2], o = z[r][3];
       vf c_prev = load_part(c_at(t - 1, b) + u0, valid);
       vf tc = vtanh(load_part(c_at(t, b) + u0, valid));
-      vf dhv = load_part(dys + row(t, b) * H + u0, valid) + load_part(dh + b * H + u0, valid);
+      vf dhv = dy[r][0] + load_part(dh + b * H + u0, valid);
       vf dcv = load_part(dc + b * H + u0, valid) + dhv * o * (1.0f - tc * tc);
       float* dz = dz_at(t) + b * G * GW + g * GW;
       store(dz, dcv * gg * i * (1.0f - i));
@@ -553,12 +604,14 @@ struct Backward {
     preactivations<MR>(F, H, xs + (t * B + b0) * F, h_at(t - 1, b0), stride(t - 1), w, bias, g, z, true);
     const int64_t u0 = g * U;
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+    vf dy[MR][4];
+    output_grads<MR>(t, b0, u0, valid, dy);
     for (int r = 0; r < MR; ++r) {
       const int64_t b = b0 + r;
       const vf update = vsigmoid(z[r][1]), reset = vsigmoid(z[r][2]), hn = z[r][3];
       const vf n = vtanh(z[r][0] + reset * hn);
       vf h_prev = load_part(h_at(t - 1, b) + u0, valid);
-      vf dhv = load_part(dys + row(t, b) * H + u0, valid) + load_part(dh + b * H + u0, valid);
+      vf dhv = dy[r][0] + load_part(dh + b * H + u0, valid);
       vf dn = dhv * (1.0f - update) * (1.0f - n * n);
       float* dz = dz_at(t) + b * G * GW + g * GW;
       store(dz, dn);
@@ -670,9 +723,10 @@ struct Backward {
       });
   }
   void run() {
-    const int64_t nw = G * (F + H) * GW, nb = G * GW;
+    const int64_t nw = G * (F + H) * GW, nb = G * GW, nd = dout ? G * U * FP : 0;
     std::memset(dw, 0, nw * sizeof(float));
     std::memset(db, 0, nb * sizeof(float));
+    if (nd) std::memset(dwd, 0, nd * sizeof(float));
     Pool& pool = Pool::get();
     const int n = std::min(threads > 0 ? threads : pool.max_threads(), pool.max_threads());
     const int64_t chunk = row_chunk(B, (F + H) * GW * sizeof(float)), chunks = (B + chunk - 1) / chunk;
@@ -686,17 +740,19 @@ struct Backward {
     const int64_t reads = (zs ? 2 : 3) * nw * static_cast<int64_t>(sizeof(float));
     if (n > 1 && chunks >= (zs || gru ? 2 : 8) * n && reads <= l2_bytes() / 2) {
       const int64_t S = kWeightSteps, FH = F + H, Z = G * GW;
-      const int64_t per = nw + nb + S * chunk * (FH + Z);
+      const int64_t per = nw + nb + nd + S * chunk * (FH + Z);
       std::vector<float> own(static_cast<size_t>(n * per), 0.0f);
       std::atomic<int64_t> next{0};
       pool.run(n, [&](int id, int) {
-        float *dwp = own.data() + id * per, *dbp = dwp + nw;
-        float *as = dbp + nb, *dzs = as + S * chunk * FH;  // S steps of a chunk: [x_t, h_{t-1}] rows, dz rows
+        float *dwp = own.data() + id * per, *dbp = dwp + nw, *dwdp = dbp + nb;
+        float *as = dwdp + nd, *dzs = as + S * chunk * FH;  // S steps of a chunk: [x_t, h_{t-1}] rows, dz rows
         for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
           const int64_t r0 = k * chunk, r1 = std::min(B, r0 + chunk), nr = r1 - r0;
           int64_t kept = 0;
           for (int64_t t = T - 1; t >= 0; --t) {
             gate_grads(t, 0, G, r0, r1);
+            if (nd)
+              for (int64_t g = 0; g < G; ++g) head_weight_grads(t, g, r0, r1, dwdp);
             for (int64_t b = 0; b < nr; ++b) {
               float* a = as + (kept * nr + b) * FH;
               std::memcpy(a, xs + (t * B + r0 + b) * F, F * sizeof(float));
@@ -715,6 +771,7 @@ struct Backward {
         const float* p = own.data() + i * per;
         for (int64_t j = 0; j < nw; ++j) dw[j] += p[j];
         for (int64_t j = 0; j < nb; ++j) db[j] += p[nw + j];
+        for (int64_t j = 0; j < nd; ++j) dwd[j] += p[nw + nb + j];
       }
       return;
     }
@@ -724,8 +781,10 @@ struct Backward {
       int64_t r0 = B * id / m, r1 = B * (id + 1) / m;  // the rows of x_t's gradient this thread forms
       for (int64_t t = T - 1; t >= 0; --t) {
         gate_grads(t, g0, g1, 0, B);
-        for (int64_t g = g0; g < g1; ++g)
+        for (int64_t g = g0; g < g1; ++g) {
           weight_grads(g, B, xs + t * B * F, F, h_at(t - 1, 0), stride(t - 1), dz_at(t), dw, db);
+          if (nd) head_weight_grads(t, g, 0, B, dwd);
+        }
         if (m > 1) barrier.wait();
         recurrent_grads(t, g0, g1, 0, B);
         recurrent_grads(t, G, NP / L, r0, r1);
@@ -810,22 +869,32 @@ ffi::Error GruForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, Out ys, Out h, bool b
 }
 
 // The forward pass with an affine head inside: ys [B, T, FO] (batch_major) or [T, B, FO] of the head's outputs.
+// cs (or null): training's, with head.hs.
 ffi::Error forward_head(const char* name, F32& xs, F32& w, F32& bias, F32& h0, const float* c0, F32& wd, F32& bd,
-                        Out& ys, float* h, float* c, bool batch_major, int64_t threads, Forward head) {
+                        Out& ys, float* cs, float* h, float* c, bool batch_major, int64_t threads, Forward head) {
   if (!set_head(head, wd, bd, h0.dimensions()[1], ys->dimensions()[2])) return invalid(name, "head weights");
-  return forward(name, xs, w, bias, h0, c0, ys->typed_data(), nullptr, h, c, batch_major, threads, head);
+  return forward(name, xs, w, bias, h0, c0, ys->typed_data(), cs, h, c, batch_major, threads, head);
 }
 
 ffi::Error LstmForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out h, Out c,
                                bool batch_major, int64_t threads) {
-  return forward_head("seqjax_lstm_forward_head", xs, w, bias, h0, c0.typed_data(), wd, bd, ys, h->typed_data(),
-                      c->typed_data(), batch_major, threads, Forward{});
+  return forward_head("seqjax_lstm_forward_head", xs, w, bias, h0, c0.typed_data(), wd, bd, ys, nullptr,
+                      h->typed_data(), c->typed_data(), batch_major, threads, Forward{});
 }
 
 ffi::Error GruForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 wd, F32 bd, Out ys, Out h, bool batch_major,
                               int64_t threads) {
-  return forward_head("seqjax_gru_forward_head", xs, w, bias, h0, nullptr, wd, bd, ys, h->typed_data(), nullptr,
-                      batch_major, threads, gru_cell());
+  return forward_head("seqjax_gru_forward_head", xs, w, bias, h0, nullptr, wd, bd, ys, nullptr, h->typed_data(),
+                      nullptr, batch_major, threads, gru_cell());
+}
+
+// Training's forward pass with the head inside: ys of the head's outputs, hs and cs (LSTM) every step's h and c.
+ffi::Error GruForwardTrainHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 wd, F32 bd, Out ys, Out hs, Out h,
+                                   bool batch_major, int64_t threads) {
+  Forward fw = gru_cell();
+  fw.hs = hs->typed_data();
+  return forward_head("seqjax_gru_forward_train_head", xs, w, bias, h0, nullptr, wd, bd, ys, nullptr,
+                      h->typed_data(), nullptr, batch_major, threads, fw);
 }
 
 // Whether zs holds every step's gates (keep_gates: T * B rows of G * 64) or nothing.
@@ -844,9 +913,20 @@ ffi::Error LstmForwardTrainImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys,
                  c->typed_data(), batch_major, threads, fw);
 }
 
+ffi::Error LstmForwardTrainHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out hs, Out cs,
+                                    Out zs, Out h, Out c, bool batch_major, bool keep_gates, int64_t threads) {
+  const char* name = "seqjax_lstm_forward_train_head";
+  if (!gates_fit(xs, w, static_cast<int64_t>(zs->element_count()), keep_gates)) return invalid(name, "gates");
+  Forward fw{};
+  fw.zs = keep_gates ? zs->typed_data() : nullptr;
+  fw.hs = hs->typed_data();
+  return forward_head(name, xs, w, bias, h0, c0.typed_data(), wd, bd, ys, cs->typed_data(), h->typed_data(),
+                      c->typed_data(), batch_major, threads, fw);
+}
+
 // `bw`: its cell. c0, cs, dc_end, dc0: the LSTM's (null for a GRU).
 ffi::Error backward(const char* name, F32& xs, F32& w, F32& wt, F32& bias, F32& h0, const float* c0, F32& ys,
-                    const float* cs, F32& dys, F32& dh_end, const float* dc_end, Out& dxs, Out& dw, Out& db, Out& dh0,
+                    const float* cs, const float* dys, F32& dh_end, const float* dc_end, Out& dxs, Out& dw, Out& db, Out& dh0,
                     float* dc0, bool batch_major, int64_t threads, Backward bw = {}) {
   Dims d;
   if (!dims_of(xs, w, bias, h0, d)) return invalid(name, "packed weights");
@@ -868,7 +948,7 @@ ffi::Error backward(const char* name, F32& xs, F32& w, F32& wt, F32& bias, F32& 
   bw.c0 = c0;
   bw.ys = ys.typed_data();
   bw.cs = cs;
-  bw.dys = dys.typed_data();
+  bw.dys = dys;
   bw.dxs = dxs->typed_data();
   bw.dw = dw->typed_data();
   bw.db = db->typed_data();
@@ -889,16 +969,52 @@ ffi::Error LstmBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32
   if (!gates_fit(xs, w, static_cast<int64_t>(zs.element_count()), keep_gates)) return invalid(name, "gates");
   Backward bw{};
   bw.zs = keep_gates ? zs.typed_data() : nullptr;
-  return backward(name, xs, w, wt, bias, h0, c0.typed_data(), ys, cs.typed_data(), dys, dh_end, dc_end.typed_data(),
-                  dxs, dw, db, dh0, dc0->typed_data(), batch_major, threads, bw);
+  return backward(name, xs, w, wt, bias, h0, c0.typed_data(), ys, cs.typed_data(), dys.typed_data(), dh_end,
+                  dc_end.typed_data(), dxs, dw, db, dh0, dc0->typed_data(), batch_major, threads, bw);
+}
+
+// Sets bw's head gradient from dout (rows laid out as ys, FP columns: a multiple of 16, zeros past FO), wdt [FO,
+// G * 16] and dwd [G * 16, FP]; false when they do not have those shapes.
+bool set_head_grads(Backward& bw, F32& xs, F32& h0, F32& dout, F32& wdt, Out& dwd) {
+  auto dd = dout.dimensions(), wd = wdt.dimensions(), gd = dwd->dimensions();
+  const int64_t GU = (h0.dimensions()[1] + U - 1) / U * U, rows = xs.dimensions()[0] * xs.dimensions()[1];
+  if (dd.size() != 3 || wd.size() != 2 || gd.size() != 2) return false;
+  bw.FO = wd[0];
+  bw.FP = dd[2];
+  bw.dout = dout.typed_data();
+  bw.wdt = wdt.typed_data();
+  bw.dwd = dwd->typed_data();
+  return bw.FP % L == 0 && bw.FO <= bw.FP && dd[0] * dd[1] == rows && wd[1] == GU && gd[0] == GU && gd[1] == bw.FP;
+}
+
+ffi::Error LstmBackwardHeadImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 c0, F32 hs, F32 cs, F32 zs, F32 dout,
+                                F32 wdt, F32 dh_end, F32 dc_end, Out dxs, Out dw, Out db, Out dwd, Out dh0, Out dc0,
+                                bool batch_major, bool keep_gates, int64_t threads) {
+  const char* name = "seqjax_lstm_backward_head";
+  if (!gates_fit(xs, w, static_cast<int64_t>(zs.element_count()), keep_gates)) return invalid(name, "gates");
+  Backward bw{};
+  bw.zs = keep_gates ? zs.typed_data() : nullptr;
+  if (!set_head_grads(bw, xs, h0, dout, wdt, dwd)) return invalid(name, "head gradients");
+  return backward(name, xs, w, wt, bias, h0, c0.typed_data(), hs, cs.typed_data(), nullptr, dh_end,
+                  dc_end.typed_data(), dxs, dw, db, dh0, dc0->typed_data(), batch_major, threads, bw);
 }
 
 ffi::Error GruBackwardImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 ys, F32 dys, F32 dh_end, Out dxs, Out dw,
                            Out db, Out dh0, bool batch_major, int64_t threads) {
   Backward bw{};
   bw.gru = true;
-  return backward("seqjax_gru_backward", xs, w, wt, bias, h0, nullptr, ys, nullptr, dys, dh_end, nullptr, dxs, dw,
-                  db, dh0, nullptr, batch_major, threads, bw);
+  return backward("seqjax_gru_backward", xs, w, wt, bias, h0, nullptr, ys, nullptr, dys.typed_data(), dh_end,
+                  nullptr, dxs, dw, db, dh0, nullptr, batch_major, threads, bw);
+}
+
+ffi::Error GruBackwardHeadImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 hs, F32 dout, F32 wdt, F32 dh_end,
+                               Out dxs, Out dw, Out db, Out dwd, Out dh0, bool batch_major, int64_t threads) {
+  const char* name = "seqjax_gru_backward_head";
+  Backward bw{};
+  bw.gru = true;
+  if (!set_head_grads(bw, xs, h0, dout, wdt, dwd)) return invalid(name, "head gradients");
+  return backward(name, xs, w, wt, bias, h0, nullptr, hs, nullptr, nullptr, dh_end, nullptr, dxs, dw, db, dh0,
+                  nullptr, batch_major, threads, bw);
 }
 
 // The closed loop of `Forward`: x0 [1, B, F] (its first input as a sequence of one step), ys [B, S, F]; `loop`:
@@ -951,11 +1067,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
                               four_arguments().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<bool>("keep_gates").Attr<int64_t>("threads"));
 
+// arguments xs, w, bias, h0, c0, wd, bd; results ys (the head's), hs, cs, zs (as above), h, c
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrainHead, LstmForwardTrainHeadImpl,
+                              four_arguments().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<bool>("keep_gates").Attr<int64_t>("threads"));
+
 // arguments xs, w, wt, bias, h0, c0, ys, cs, zs, dys, dh and dc at the end; results dxs, dw, db, dh0, dc0
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
                               four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<bool>("keep_gates").Attr<int64_t>("threads"));
+
+// arguments xs, w, wt, bias, h0, c0, hs, cs, zs, dout (the head outputs' gradient, FP columns), wdt [FO, G * 16], dh
+// and dc at the end; results dxs, dw, db, dwd [G * 16, FP], dh0, dc0
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackwardHead, LstmBackwardHeadImpl,
+                              four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<bool>("keep_gates").Attr<int64_t>("threads"));
 
 // arguments x0 [1, B, F], w, bias, h0, c0, wf, biasf, wd, bd; results ys [B, S, F], h, c
@@ -975,6 +1105,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruForwardHead, GruForwardHeadImpl,
                               four_arguments().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("batch_major").Attr<int64_t>("threads"));
 
+// arguments xs, w, bias, h0, wd, bd; results ys (the head's), hs, h
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruForwardTrainHead, GruForwardTrainHeadImpl,
+                              four_arguments().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+
 // arguments xs, w, wt, bias, h0, ys, dys, dh at the end; results dxs, dw, db, dh0
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruBackward, GruBackwardImpl,
                               four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
@@ -986,3 +1121,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruClosedLoop, GruClosedLoopImpl,
                               four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>()
                                   .Attr<int64_t>("threads"));
+
+// arguments xs, w, wt, bias, h0, hs, dout, wdt, dh at the end; results dxs, dw, db, dwd, dh0
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxGruBackwardHead, GruBackwardHeadImpl,
+                              four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
