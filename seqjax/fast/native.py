@@ -284,10 +284,11 @@ def layer_train(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: 
     cs, gates)`: with `keep_gates` every step's gates, which the backward pass then reads instead of recomputing,
     at 4x the outputs' memory). With `head = (w_d, b_d)` the head's outputs are formed inside, as in
     `layer_forward`, `kept` starts with the layer's outputs, and `layer_backward_head` takes it."""
-    if head is not None:
-        ys, hs, *rest = _forward(kernels.train_head, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads,
-                                 head, keeps_cs=kernels.train is not None, keeps_gates=keep_gates, keeps_hs=True)
-        return tuple(rest[len(rest) - len(carry):]), ys, (hs, *rest[:len(rest) - len(carry)])
+    if head is not None:  # results: the head's outputs, what the backward pass needs (hs first), the carry
+        ys, *rest = _forward(kernels.train_head, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads,
+                             head, keeps_cs=kernels.train is not None, keeps_gates=keep_gates, keeps_hs=True)
+        kept = len(rest) - len(carry)
+        return tuple(rest[kept:]), ys, tuple(rest[:kept])
     if kernels.train is None:
         carry, ys = layer_forward(kernels, weights, carry, xs_TB, batch_major=batch_major, threads=threads)
         return carry, ys, (ys,)

@@ -514,7 +514,7 @@ struct Forward {
 //
 // With a head (`Forward` with wd and hs; dout, or null): the gradient of its outputs dout (rows laid out as ys,
 // FP columns, zeros past FO) replaces dys: each row's h_t gradient is dout_t wd^T, formed in registers from
-// wdt [FP, G * 16] (wd transposed, zeros past H), and dwd [G * 16, FP] accumulates h_t^T dout_t (each thread its
+// wdt [FO, G * 16] (wd transposed, zeros past H), and dwd [G * 16, FP] accumulates h_t^T dout_t (each thread its
 // groups' rows, or its own buffer by rows); no [T, B, H] gradient of the outputs is written.
 struct Backward {
   int64_t T, B, F, H, G, NP;
