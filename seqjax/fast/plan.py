@@ -200,11 +200,12 @@ def huge_pages() -> bool:
 # Training with a linear dense head inside the kernels (`native_train_head`: the forward pass forms the head's
 # outputs, the backward pass takes their gradient and forms each step's `h` gradient and the head's weight
 # gradient itself) against the head over all steps in XLA (its outputs, the `[T, B, H]` gradient of the layer's
-# outputs, the transposes between), the bench's train step, two identical contenders each, one process
-# (`benchmarks.attempts --what train_head`), ms: LSTM medium 20.9-21.2 vs 25.8-26.8, large 294-310 vs 311-327,
-# long 137-142 vs 149-150, many 171-173 vs 184-188, small 1.11 vs 1.12-1.15; GRU medium 19.6-20.0 vs 25.1-27.6,
-# large 260-261 vs 271-274, but small 1.21-1.22 vs 1.11-1.14 (one thread; its 2 outputs padded to 16 columns
-# in the kernel): from `_NATIVE_SHARED_MACS`.
+# outputs, the transposes between), the bench's train step, two identical contenders each, one process, ms
+# (a scratch run of `benchmarks.seqjax_tasks.train`): LSTM medium 20.9-21.2 vs 25.8-26.8, large 294-310 vs
+# 311-327, long 137-142 vs 149-150, many 171-173 vs 184-188, small 1.11 vs 1.12-1.15; GRU medium 19.6-20.0 vs
+# 25.1-27.6, large 260-261 vs 271-274, but small 1.21-1.22 vs 1.11-1.14 (one thread; its 2 outputs padded to 16
+# columns in the kernel); `benchmarks.attempts --what train_head` later: medium LSTM 20.1-20.2 vs 21.5-22.6, GRU
+# 18.9-19.2 vs 20.3-20.6; large LSTM 298 vs 301-322, GRU 285-301 vs 304-330. From `_NATIVE_SHARED_MACS`.
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
 _NATIVE_SHARED_MACS = 2**20
 _NATIVE_HEAD_BYTES = 20 * 2**20
