@@ -85,12 +85,16 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
                                              head=affine)
         return new_carry, _time_major(ys, layout)
 
+    def inside_affine(head_params):
+        """`(w, b)` of a head the kernels can run inside (one float32 linear dense), else None."""
+        return _float32_affine(*head.affine(head_params)) if head.affine is not None else None
+
     if head is None:
         def evaluate(w, carry, xs_TB):
             return forward(w, carry, xs_TB) if on_kernel else engine_loop(w, carry, xs_TB)
     else:
         def evaluate(w, head_params, carry, xs_TB):
-            affine = _float32_affine(*head.affine(head_params)) if head.affine is not None and plan.native else None
+            affine = inside_affine(head_params) if plan.native else None
             if affine is not None:  # the head inside the kernel: only its outputs are written
                 return forward(w, carry, xs_TB, affine)
             if not on_kernel:
@@ -115,12 +119,10 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
     elif head is None:
         fn.defvjp(train, lambda saved, cotangents: backward(saved, *cotangents))
     else:
-        def inside_affine(head_params):
-            return _float32_affine(*head.affine(head_params))
-
         def fwd_head(w, head_params, carry, xs_TB):
-            if head.affine is not None and plan.native_train_head and inside_affine(head_params) is not None:
-                affine, affine_vjp = jax.vjp(inside_affine, head_params)
+            # (jax.vjp of a head the kernels cannot run gives None and is not used)
+            affine, affine_vjp = jax.vjp(inside_affine, head_params) if plan.native_train_head else (None, None)
+            if affine is not None:
                 new_carry, out, kept = native.layer_train(kernels, w, carry, xs_TB, threads=threads, head=affine,
                                                           keep_gates=plan.native_keep_gates)
                 return (new_carry, _time_major(out, True)), ((w, carry, xs_TB, kept), None, (affine, affine_vjp))

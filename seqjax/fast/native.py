@@ -260,8 +260,8 @@ def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, t
     if keeps_hs:
         sequences += (sequence(hidden),)
     if keeps_cs:
-        gates = (batch, time) + (w.shape[0] * 4 * UNITS,) if keeps_gates else (0,)
-        sequences += (sequence(hidden), jax.ShapeDtypeStruct(gates, jnp.float32))
+        gates = sequence(w.shape[0] * 4 * UNITS) if keeps_gates else jax.ShapeDtypeStruct((0,), jnp.float32)
+        sequences += (sequence(hidden), gates)
         attrs = {"keep_gates": keeps_gates}
     call = jax.ffi.ffi_call(target, sequences + (state,) * len(carry), vmap_method="sequential")
     head_columns = () if head is None else _head_columns(*head)
