@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from benchmarks import bounds, memory, problems, report, seqjax_tasks, timing
+from benchmarks import bounds, fma_peak, memory, problems, report, seqjax_tasks, timing
 
 PEER_MODULES = ("flax", "keras", "torch")
 REMAT_CHUNK = 100  # steps per checkpointed chunk in the memory comparison (~sqrt(10,000))
@@ -125,6 +125,9 @@ def main(argv=None) -> dict:
     print(f"peers: {', '.join(peers)}" + "".join(f"; {k}: {v}" for k, v in missing.items()), flush=True)
     peak = matmul_peak_gflops(256 if args.quick else 1024, 3 if args.quick else 20)
     print(f"jnp.dot peak here: {peak:.0f} GFLOP/s", flush=True)
+    fma = fma_peak.fma_peak_gflops(seconds=0.05 if args.quick else 0.2, repeats=1 if args.quick else 5)
+    if fma is not None:
+        print(f"FMA peak here (python -m benchmarks.fma_peak): {fma:.0f} GFLOP/s", flush=True)
     memory_system = report.machine()
     sees = "sees" if memory_system["seqjax_sees_huge_pages"] else "does not see"
     print(f"transparent huge pages: {memory_system['transparent_hugepage']}, GLIBC_TUNABLES="
@@ -157,7 +160,8 @@ def main(argv=None) -> dict:
         print(report.memory_table(mem))
     payload = {"machine": {**report.machine(), "load_average_at_start": load_at_start},
                "versions": report.versions(list(peers)), "missing_peers": missing,
-               "matmul_peak_gflops": peak, "quick": args.quick, "rounds": rounds, "seconds": time.time() - started,
+               "matmul_peak_gflops": peak, "fma_peak_gflops": fma, "quick": args.quick, "rounds": rounds,
+               "seconds": time.time() - started,
                "command": "python -m benchmarks.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                "rows": [r._asdict() for r in rows], "memory": mem, "goals": {f"{c}/{t}": g for (c, t), g in
                                                                            report.GOALS.items()}}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench, memory, problems, profile, report, seqjax_tasks, timing
+from seqjax.fast import native
 
 TINY = problems.QUICK_CONFIGS["tiny"]
 
@@ -23,6 +24,8 @@ def test_quick_run_checks_every_task_and_writes_json(tmp_path):
         assert r["timings"]["seqjax"]["median_ms"] > 0 and r["timings"]["flax"]["first_call_ms"] > 0
         assert all(d < 1e-3 for d in r["max_abs_diff"]["flax"].values())
     assert payload["versions"]["jax_backend"] == "cpu"
+    assert payload["matmul_peak_gflops"] > 0
+    assert (payload["fma_peak_gflops"] is None) == (native.compiler() is None)
 
 
 def test_cudnn_contender_is_checked_timed_and_never_a_peer(tmp_path, monkeypatch):

@@ -75,7 +75,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seqjax"
 
 
-def _cpu_signature() -> str:
+def cpu_signature() -> str:
     """The CPU's model and feature flags (Linux), else the processor name: `-march=native` builds for it."""
     try:
         with open("/proc/cpuinfo") as f:
@@ -85,18 +85,24 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
-def _arch_flag() -> str:
+def compiler() -> str | None:
+    """The C++ compiler kernels are built with: `CXX`, else the first of c++, g++, clang++ found; or None."""
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+def arch_flag() -> str:
+    """The flag that builds for this machine's CPU: `-march=native`, or `-mcpu=native` on ARM."""
     return "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
 
 
-def _build(compiler: str) -> Path:
+def _build(cxx: str) -> Path:
     """The path of the built library, building it if the cache does not hold it. Raises OSError or
     subprocess.CalledProcessError (with the compiler's message) when it cannot be built."""
-    flags = _FLAGS + (_arch_flag(),)
+    flags = _FLAGS + (arch_flag(),)
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(), jax.ffi.include_dir().encode(),
+    for part in (SOURCE.read_bytes(), cxx.encode(), " ".join(flags).encode(), jax.ffi.include_dir().encode(),
                  jaxlib.__version__.encode(),
-                 platform.machine().encode(), _cpu_signature().encode()):
+                 platform.machine().encode(), cpu_signature().encode()):
         key.update(part)
     path = cache_dir() / f"lstm_cpu-{key.hexdigest()[:16]}.so"
     if path.exists():
@@ -104,7 +110,7 @@ def _build(compiler: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # built aside, then renamed: concurrent builds
         out = Path(tmp) / path.name
-        subprocess.run([compiler, *flags, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", str(out)],
+        subprocess.run([cxx, *flags, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", str(out)],
                        check=True, capture_output=True, text=True, timeout=300)
         os.replace(out, path)
     return path
@@ -115,17 +121,17 @@ def _load() -> str | None:
     """Builds, loads and registers the kernel once per process: None, or why it is unavailable."""
     if os.environ.get("SEQJAX_NATIVE", "1") == "0":
         return "switched off (SEQJAX_NATIVE=0)"
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if not compiler:
+    cxx = compiler()
+    if not cxx:
         return "no C++ compiler found (set CXX, or install g++ or clang++)"
     try:
-        library = ctypes.cdll.LoadLibrary(str(_build(compiler)))
+        library = ctypes.cdll.LoadLibrary(str(_build(cxx)))
         if not _registered:  # once per process: XLA keeps a target's first registration
             for target, symbol in _SYMBOLS.items():
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
             _registered.append(library._name)
     except subprocess.CalledProcessError as e:
-        return f"building {SOURCE.name} with {compiler} failed: {(e.stderr or '').strip()[-2000:]}"
+        return f"building {SOURCE.name} with {cxx} failed: {(e.stderr or '').strip()[-2000:]}"
     except (OSError, subprocess.SubprocessError, AttributeError, ValueError) as e:
         return f"building or loading {SOURCE.name} failed: {e}"
     return None
