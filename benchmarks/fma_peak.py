@@ -86,22 +86,26 @@ extern "C" double seqjax_fma_seconds(int threads, long iterations) {
 
 @functools.lru_cache(maxsize=None)
 def _library() -> ctypes.CDLL | None:
-    """The built loop (cached by source, compiler and CPU in `native.cache_dir()`), or None without a compiler."""
+    """The built loop (cached by source, compiler and CPU in `native.cache_dir()`), or None where no compiler
+    is found or it cannot build the loop."""
     cxx = native.compiler()
     if not cxx:
         return None
     flags = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", native.arch_flag())
     key = hashlib.sha256("\0".join((SOURCE, cxx, *flags, native.cpu_signature())).encode()).hexdigest()[:16]
     path = native.cache_dir() / f"fma_peak-{key}.so"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            src, out = Path(tmp) / "fma_peak.cc", Path(tmp) / path.name
-            src.write_text(SOURCE)
-            subprocess.run([cxx, *flags, str(src), "-o", str(out)], check=True, capture_output=True, text=True,
-                           timeout=120)
-            os.replace(out, path)
-    lib = ctypes.CDLL(str(path))
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                src, out = Path(tmp) / "fma_peak.cc", Path(tmp) / path.name
+                src.write_text(SOURCE)
+                subprocess.run([cxx, *flags, str(src), "-o", str(out)], check=True, capture_output=True,
+                               text=True, timeout=120)
+                os.replace(out, path)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError):
+        return None
     lib.seqjax_fma_seconds.restype = ctypes.c_double
     lib.seqjax_fma_seconds.argtypes = (ctypes.c_int, ctypes.c_long)
     lib.seqjax_fma_flops_per_iteration.restype = ctypes.c_long
@@ -115,7 +119,7 @@ def cores() -> int:
 
 def fma_peak_gflops(threads: int | None = None, seconds: float = 0.2, repeats: int = 5) -> float | None:
     """Best-of-`repeats` GFLOP/s of `threads` threads (default: the cores this process may use) each running
-    the FMA loop for about `seconds`; None where no C++ compiler is found."""
+    the FMA loop for about `seconds`; None where the loop cannot be built (no C++ compiler)."""
     lib = _library()
     if lib is None:
         return None

@@ -44,3 +44,14 @@ def test_goals_give_the_large_forward_as_a_share_of_both_peaks():
     assert "90 GFLOP/s = 90% of the matmul peak (goal 80%) and 45% of the FMA peak" in report.goals_summary(
         [r], 100.0, 200.0)
     assert "FMA peak" not in report.goals_summary([r], 100.0)
+
+
+def test_a_compiler_that_fails_gives_no_peak_instead_of_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", "false")  # exits 1 without building anything
+    monkeypatch.setenv("SEQJAX_CACHE_DIR", str(tmp_path))
+    fma_peak._library.cache_clear()
+    try:
+        assert fma_peak.fma_peak_gflops(1, seconds=0.01, repeats=1) is None
+        assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+    finally:
+        fma_peak._library.cache_clear()
