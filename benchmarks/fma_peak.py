@@ -120,12 +120,15 @@ def cores() -> int:
 def fma_peak_gflops(threads: int | None = None, seconds: float = 0.2, repeats: int = 5) -> float | None:
     """Best-of-`repeats` GFLOP/s of `threads` threads (default: the cores this process may use) each running
     the FMA loop for about `seconds`; None where the loop cannot be built (no C++ compiler)."""
-    lib = _library()
-    if lib is None:
-        return None
     threads = cores() if threads is None else threads
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"fma_peak_gflops: threads must be a positive int, got {threads!r}")
+    if not seconds > 0 or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"fma_peak_gflops: seconds must be > 0 and repeats a positive int, got seconds={seconds!r}, "
+                         f"repeats={repeats!r}")
+    lib = _library()
+    if lib is None:
+        return None
     iterations = 100_000
     while (elapsed := lib.seqjax_fma_seconds(threads, iterations)) < seconds / 4:  # calibrate
         iterations *= 4
@@ -142,7 +145,7 @@ def main(argv=None) -> dict:
     result = {"one_thread": fma_peak_gflops(1, args.seconds), "all_cores": fma_peak_gflops(n, args.seconds),
               "cores": n}
     if result["one_thread"] is None:
-        print("no C++ compiler found (set CXX, or install g++ or clang++)")
+        print("the FMA loop could not be built: no C++ compiler found (set CXX), or it failed")
     else:
         print(f"FMA peak: {result['one_thread']:.1f} GFLOP/s on one thread, {result['all_cores']:.1f} on {n}")
     return result

@@ -38,6 +38,12 @@ def test_bad_thread_count_is_refused(threads):
         fma_peak.fma_peak_gflops(threads)
 
 
+@pytest.mark.parametrize("seconds, repeats", [(0, 1), (-1.0, 1), (0.01, 0), (0.01, 2.5)])
+def test_bad_timing_arguments_are_refused(seconds, repeats):
+    with pytest.raises(ValueError, match=r"fma_peak_gflops: seconds must be > 0 and repeats a positive int"):
+        fma_peak.fma_peak_gflops(1, seconds, repeats)
+
+
 def test_goals_give_the_large_forward_as_a_share_of_both_peaks():
     r = report.Row("large", "lstm", "forward", {"seqjax": {"median_ms": 1.0}, "flax": {"median_ms": 2.0}}, {}, {},
                    90.0)
