@@ -5,10 +5,10 @@ above it, what the cores' FMA units can issue at all (no loads, no stores, every
 A kernel's share of it says how much room is left: the native kernels' gemm loop, the gate activations
 and the rest of a step all come out of it.
 
-The loop is C++ built with the compiler and `-march` flag the native kernels use (`seqjax.fast.native`),
-cached beside them; each thread keeps 24 vectors of the widest registers the build targets (AVX-512: 64
-bytes, AVX: 32, otherwise 16) and updates each by `a = a * c + b` per iteration, so the FMA units, not
-their latency, are the limit. `python -m benchmarks.fma_peak` prints one thread's and every core's.
+The loop (`fma_peak.cc`) is built as the native kernels are (`seqjax.fast.native.build_shared`: their
+compiler, `-O3 -march=native`, cached beside them); each thread keeps 24 vectors of the widest registers
+the build targets (AVX-512: 64 bytes, AVX: 32, otherwise 16) and updates each by `a = a * c + b` per
+iteration, so the FMA units, not their latency, are the limit. `python -m benchmarks.fma_peak` prints one thread's and every core's.
 """
 
 from __future__ import annotations
@@ -16,94 +16,24 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
-import hashlib
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 from seqjax.fast import native
 
-SOURCE = r"""
-#include <atomic>
-#include <chrono>
-#include <thread>
-#include <vector>
-
-#if defined(__AVX512F__)
-constexpr int kBytes = 64;
-#elif defined(__AVX__)
-constexpr int kBytes = 32;
-#else
-constexpr int kBytes = 16;
-#endif
-constexpr int kAcc = 24;  // independent accumulators: more than FMA units x their latency
-typedef float vf __attribute__((vector_size(kBytes)));
-
-static float fma_loop(long iterations) {
-  vf a[kAcc];
-  const vf b = vf{} + 1e-3f;
-  vf c = vf{} + 0.999f;
-  for (int i = 0; i < kAcc; ++i) a[i] = vf{} + static_cast<float>(i);
-  for (long k = 0; k < iterations; ++k) {
-#pragma GCC unroll 24
-    for (int i = 0; i < kAcc; ++i) a[i] = a[i] * c + b;
-#if defined(__x86_64__)
-    __asm__ volatile("" : "+v"(c));  // c unknown to the compiler each iteration: the loop stays a loop
-#elif defined(__aarch64__)
-    __asm__ volatile("" : "+w"(c));
-#endif
-  }
-  float s = 0;
-  for (int i = 0; i < kAcc; ++i) s += a[i][0];
-  return s;
-}
-
-extern "C" long seqjax_fma_flops_per_iteration() { return 2L * kAcc * (kBytes / 4); }
-
-// Seconds for `threads` threads to run `iterations` iterations each, started together.
-extern "C" double seqjax_fma_seconds(int threads, long iterations) {
-  std::atomic<int> ready{0};
-  std::atomic<bool> go{false};
-  std::vector<std::thread> pool;
-  std::vector<float> sink(threads);
-  for (int i = 0; i < threads; ++i)
-    pool.emplace_back([&, i] {
-      ready.fetch_add(1);
-      while (!go.load()) {
-      }
-      sink[i] = fma_loop(iterations);
-    });
-  while (ready.load() != threads) {
-  }
-  auto t0 = std::chrono::steady_clock::now();
-  go.store(true);
-  for (auto& t : pool) t.join();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() + 0.0 * sink[0];
-}
-"""
+SOURCE = Path(__file__).with_suffix(".cc")  # the loop, C++
 
 
 @functools.lru_cache(maxsize=None)
 def _library() -> ctypes.CDLL | None:
-    """The built loop (cached by source, compiler and CPU in `native.cache_dir()`), or None where no compiler
-    is found or it cannot build the loop."""
+    """The built loop (`fma_peak.cc`, cached beside the native kernels), or None where no compiler is found or
+    it cannot build the loop."""
     cxx = native.compiler()
     if not cxx:
         return None
-    flags = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", native.arch_flag())
-    key = hashlib.sha256("\0".join((SOURCE, cxx, *flags, native.cpu_signature())).encode()).hexdigest()[:16]
-    path = native.cache_dir() / f"fma_peak-{key}.so"
     try:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                src, out = Path(tmp) / "fma_peak.cc", Path(tmp) / path.name
-                src.write_text(SOURCE)
-                subprocess.run([cxx, *flags, str(src), "-o", str(out)], check=True, capture_output=True,
-                               text=True, timeout=120)
-                os.replace(out, path)
-        lib = ctypes.CDLL(str(path))
+        lib = ctypes.CDLL(str(native.build_shared(cxx, SOURCE)))
     except (OSError, subprocess.SubprocessError):
         return None
     lib.seqjax_fma_seconds.restype = ctypes.c_double

@@ -95,23 +95,24 @@ def arch_flag() -> str:
     return "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
 
 
-def _build(cxx: str) -> Path:
-    """The path of the built library, building it if the cache does not hold it. Raises OSError or
+def build_shared(cxx: str, source: Path, include_dirs=(), key_parts=()) -> Path:
+    """The shared library `source` builds into with `cxx` for this CPU (`-O3 -march=native`), in `cache_dir()`
+    under a name keyed by the source, the compiler, the flags, `key_parts` and the CPU; built (aside, then
+    renamed: concurrent builds) only when the cache does not hold it. Raises OSError or
     subprocess.CalledProcessError (with the compiler's message) when it cannot be built."""
-    flags = _FLAGS + (arch_flag(),)
+    flags = _FLAGS + (arch_flag(),) + tuple(f"-I{d}" for d in include_dirs)
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cxx.encode(), " ".join(flags).encode(), jax.ffi.include_dir().encode(),
-                 jaxlib.__version__.encode(),
+    for part in (source.read_bytes(), cxx.encode(), " ".join(flags).encode(), *(str(p).encode() for p in key_parts),
                  platform.machine().encode(), cpu_signature().encode()):
         key.update(part)
-    path = cache_dir() / f"lstm_cpu-{key.hexdigest()[:16]}.so"
+    path = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # built aside, then renamed: concurrent builds
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         out = Path(tmp) / path.name
-        subprocess.run([cxx, *flags, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", str(out)],
-                       check=True, capture_output=True, text=True, timeout=300)
+        subprocess.run([cxx, *flags, str(source), "-o", str(out)], check=True, capture_output=True, text=True,
+                       timeout=300)
         os.replace(out, path)
     return path
 
@@ -125,7 +126,8 @@ def _load() -> str | None:
     if not cxx:
         return "no C++ compiler found (set CXX, or install g++ or clang++)"
     try:
-        library = ctypes.cdll.LoadLibrary(str(_build(cxx)))
+        library = ctypes.cdll.LoadLibrary(str(build_shared(cxx, SOURCE, [jax.ffi.include_dir()],
+                                                                 [jaxlib.__version__])))
         if not _registered:  # once per process: XLA keeps a target's first registration
             for target, symbol in _SYMBOLS.items():
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
