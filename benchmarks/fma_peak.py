@@ -8,7 +8,8 @@ and the rest of a step all come out of it.
 The loop (`fma_peak.cc`) is built as the native kernels are (`seqjax.fast.native.build_shared`: their
 compiler, `-O3 -march=native`, cached beside them); each thread keeps 24 vectors of the widest registers
 the build targets (AVX-512: 64 bytes, AVX: 32, otherwise 16) and updates each by `a = a * c + b` per
-iteration, so the FMA units, not their latency, are the limit. `python -m benchmarks.fma_peak` prints one thread's and every core's.
+iteration, so the FMA units, not their latency, are the limit. `python -m benchmarks.fma_peak` prints one
+thread's and every core's.
 """
 
 from __future__ import annotations

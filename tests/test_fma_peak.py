@@ -26,10 +26,36 @@ def test_loop_counts_the_flops_of_24_vectors_of_the_widest_registers():
 
 
 @needs_compiler
-def test_peak_is_a_rate_from_every_thread():
-    one = fma_peak.fma_peak_gflops(1, seconds=0.01, repeats=1)
-    assert one > 0
-    assert fma_peak.main(["--seconds", "0.01"])["cores"] == fma_peak.cores()
+def test_the_built_loop_gives_a_rate_for_one_thread_and_every_core():
+    assert fma_peak.fma_peak_gflops(1, seconds=0.01, repeats=1) > 0
+    result = fma_peak.main(["--seconds", "0.01"])
+    assert result["cores"] == fma_peak.cores() and result["all_cores"] > 0
+
+
+class _FakeLoop:
+    """A loop whose timing is known: 2 ns an iteration whatever the thread count (each thread runs them all
+    at once), 768 FLOPs an iteration; it records the iteration counts it was asked for."""
+
+    def __init__(self):
+        self.calls = []
+
+    def seqjax_fma_seconds(self, threads, iterations):
+        self.calls.append((threads, iterations))
+        return iterations * 2e-9
+
+    def seqjax_fma_flops_per_iteration(self):
+        return 768
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_rate_counts_every_thread_and_times_about_the_seconds_asked(monkeypatch, threads):
+    loop = _FakeLoop()
+    monkeypatch.setattr(fma_peak, "_library", lambda: loop)
+    gflops = fma_peak.fma_peak_gflops(threads, seconds=0.1, repeats=3)
+    assert gflops == pytest.approx(threads * 768 / 2e-9 / 1e9)  # threads x FLOPs an iteration / time an iteration
+    timed = loop.calls[-3:]
+    assert all(t == threads for t, _ in loop.calls)
+    assert len({n for _, n in timed}) == 1 and timed[0][1] * 2e-9 == pytest.approx(0.1, rel=1e-3)
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True])
