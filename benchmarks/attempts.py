@@ -369,9 +369,9 @@ def native_variants(problem):
         base = plan_for(cfg.batch, cfg.time, cfg.features, cfg.hidden, cell_name.lower())._replace(
             native=False, native_head=False)
         for what, m, p in (("layer", cell, params[0]), (f"chain({cell_name.lower()}, dense)", model, params)):
-            for label, plan in (("engine", base), ("native kernel", base._replace(native=True, native_head=True)),
-                                ("native kernel, one thread", base._replace(native=True, native_head=True,
-                                                                            native_threads=1))):
+            on_kernel = base._replace(native=True, native_head=True)
+            for label, plan in (("engine", base), ("native kernel", on_kernel._replace(native_eval_threads=0)),
+                                ("native kernel, one thread", on_kernel._replace(native_eval_threads=1))):
                 with _plan(plan):
                     fn = jax.jit(lambda p, xs, m=m: sj.scan(m, p, m.initial_carry(cfg.batch), xs)[1])
                     fn = fn.lower(p, xs).compile()  # traced under the plan

@@ -391,6 +391,10 @@ def test_plan_chooses_the_kernel_where_it_was_measured_faster():
     assert not choose(5, 7, 3, 20).native  # per-call overhead above the work
     # one core for small steps (threads in lockstep lose most where another process holds the second core)
     assert choose(32, 50, 2, 32).native_threads == 1 and choose(64, 100, 8, 128).native_threads == 0
+    # evaluation: all cores where the call's multiply-adds pay for waking the second one (by steps, not a step's)
+    assert [choose(32, t, 2, 32).native_eval_threads for t in (50, 100, 2000)] == [1, 0, 0]
+    assert [choose(32, t, 2, 32).native_threads for t in (50, 100, 2000)] == [1, 1, 1]  # training: one core
+    assert choose(64, 100, 8, 128).native_eval_threads == 0 and choose(64, 2, 8, 128).native_eval_threads == 0
     assert choose(64, 100, 8, 128).native_head and choose(16, 2000, 8, 128).native_head
     assert not choose(128, 200, 32, 256).native_head and not choose(1024, 100, 8, 128).native_head
     assert all(choose(*size).native_train for size in [(32, 50, 2, 32), (64, 100, 8, 128), (128, 200, 32, 256),

@@ -6,6 +6,8 @@ that are not a multiple of the 6-row tiles, hidden sizes that are not a multiple
 head widths of one feature, past one 16-lane vector and past one tile of four vectors.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -183,9 +185,13 @@ def test_what_the_kernel_does_not_run(what, monkeypatch):
 
 def test_the_plan_chooses_the_kernel_for_closed_loops_on_cpu():
     tiny = plan_module.plan_for(4, 200, 3, 8, "lstm", backend="cpu")
-    assert tiny.native_closed_loop and tiny.native_threads == 1 and not tiny.native
+    assert tiny.native_closed_loop and tiny.native_threads == tiny.native_eval_threads == 1 and not tiny.native
+    assert plan_module.plan_for(4, 100_000, 3, 8, "lstm", backend="cpu").native_eval_threads == 1  # steps too short
+    small = plan_module.plan_for(32, 200, 2, 32, "lstm", backend="cpu")  # 200 steps of the bench's small rollout
+    assert small.native_closed_loop and small.native_eval_threads == 0 and small.native_threads == 1
+    assert plan_module.plan_for(32, 20, 2, 32, "lstm", backend="cpu").native_eval_threads == 1
     medium = plan_module.plan_for(64, 200, 8, 128, "lstm", backend="cpu")
-    assert medium.native_closed_loop and medium.native_threads == 0 and medium.native
+    assert medium.native_closed_loop and medium.native_threads == medium.native_eval_threads == 0 and medium.native
     assert not plan_module.plan_for(64, 200, 8, 128, "simple_rnn", backend="cpu").native_closed_loop
     assert not plan_module.plan_for(64, 200, 8, 128, "lstm", backend="gpu").native_closed_loop
 
@@ -195,3 +201,28 @@ def test_the_kernel_unavailable_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(native, "_load", lambda: "switched off (SEQJAX_NATIVE=0)")
     with pytest.raises(RuntimeError, match=r"the native kernel seqjax_lstm_closed_loop is unavailable: switched off"):
         native.lstm_closed_loop(params["w_x"], params["w_h"], params["b"], h0, c0, x0, w_d, b_d, 3)
+
+
+def _kernel_threads(fn, *args) -> dict:
+    """{custom call target: its `threads` attribute} of `jit(fn)(*args)`'s lowering."""
+    text = jax.jit(fn).lower(*args).as_text()
+    return {target: int(n) for target, n in re.findall(r"custom_call @(\w+)\(.*?threads = (\d+)", text)}
+
+
+def test_each_kernel_call_runs_on_the_cores_its_plan_gives():
+    # the bench's small sizes (B 32, F 2, H 32: one core a step); a long call of evaluation on all cores
+    model = sj.chain(sj.lstm(32), sj.dense(2))
+    params, carry = model.init(jax.random.key(0), 2), model.initial_carry(32)
+    x0 = jnp.zeros((32, 2))
+    assert _kernel_threads(lambda p, c, x: sj.rollout(model, p, c, x, 200), params, carry, x0) == {
+        native.TARGET_CLOSED_LOOP: 0}
+    assert _kernel_threads(lambda p, c, x: sj.rollout(model, p, c, x, 20), params, carry, x0) == {
+        native.TARGET_CLOSED_LOOP: 1}
+    for steps, threads in ((100, 0), (50, 1)):
+        xs = jnp.zeros((32, steps, 2))
+        assert _kernel_threads(lambda p, c, xs: sj.scan(model, p, c, xs)[1], params, carry, xs) == {
+            native.TARGET_HEAD: threads}
+        # training stays on one core at every length (its backward pass meets at every step)
+        loss = lambda p, c, xs: jnp.mean(sj.scan(model, p, c, xs)[1] ** 2)  # noqa: E731
+        assert _kernel_threads(jax.grad(loss), params, carry, xs) == {native.TARGET_TRAIN: 1,
+                                                                      native.TARGET_BACKWARD: 1}

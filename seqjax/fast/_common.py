@@ -81,8 +81,8 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
 
     def forward(w, carry, xs_TB, affine=None):
         layout = affine is not None or batch_major  # the head's outputs: always `[B, T, O]`
-        new_carry, ys = native.layer_forward(kernels, w, carry, xs_TB, batch_major=layout, threads=threads,
-                                             head=affine)
+        new_carry, ys = native.layer_forward(kernels, w, carry, xs_TB, batch_major=layout,
+                                             threads=plan.native_eval_threads, head=affine)
         return new_carry, _time_major(ys, layout)
 
     def inside_affine(head_params):
@@ -225,7 +225,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         if not plan.native_closed_loop or not native.available():
             return None
         new_carry, ys = native.layer_closed_loop(native_kernels, weights(params), tuple(carry), x0, *head, steps,
-                                                 threads=plan.native_threads)
+                                                 threads=plan.native_eval_threads)
         return carry_type(*new_carry), ys
 
     sequence.takes_head = True

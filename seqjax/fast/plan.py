@@ -31,7 +31,8 @@ class Plan(NamedTuple):
     `batch_major`: the forward pass writes its outputs `[B, T, H]` in the loop (no transpose after).
     `use_reference`: run the cell's reference loop instead of the engine (where that measured faster), unless
     the native kernels run. `native`: evaluate (no gradient) with the native CPU kernels where they are
-    available (`seqjax.fast.native`; LSTM, GRU), on at most `native_threads` cores (0: all), a head that is
+    available (`seqjax.fast.native`; LSTM, GRU), on at most `native_eval_threads` cores (0: all; also the
+    closed loop's; `native_threads`: the training kernels'), a head that is
     one linear `dense` inside them; `native_head`: also when another `chain` head follows the layer (the
     kernel then writes the layer's outputs, which the engine's loop with the head does not); `native_train`:
     under a gradient, the native kernels' forward and backward passes (with or without a head);
@@ -52,6 +53,7 @@ class Plan(NamedTuple):
     use_reference: bool = False
     native: bool = False
     native_threads: int = 0
+    native_eval_threads: int = 0
     native_head: bool = False
     native_train: bool = False
     native_keep_gates: bool = False
@@ -208,6 +210,19 @@ def huge_pages() -> bool:
 # 18.9-19.2 vs 20.3-20.6; large LSTM 298 vs 301-322, GRU 285-301 vs 304-330. From `_NATIVE_SHARED_MACS`.
 _NATIVE_MACS = 2**16  # a step's multiply-adds from which the kernel is faster: B * 4H * (F + H)
 _NATIVE_SHARED_MACS = 2**20
+# Evaluation and closed loops on all cores also below `_NATIVE_SHARED_MACS` where a call does at least
+# `_NATIVE_SHARED_CALL_MACS` multiply-adds (steps x a step's): the forward kernels split a wide batch by chunks
+# of rows with no barrier, so a long call pays for the second core once, not every step, while the training
+# kernels' backward pass still meets at every step (a narrow batch's forward meets too: B 8 F 16 H 64, 200
+# closed-loop steps, 33M, measured 0.38 ms on all vs 0.56 on one; below `_NATIVE_MACS` one core, whose
+# steps are too short for any barrier). The bench's small rollout (`chain(lstm, dense)`,
+# a 100-step warm-up, 13.9M multiply-adds, then 200 closed-loop steps, 27.9M), PyTorch among the peers, three
+# runs each (neither: six runs), ms: LSTM 1.25-1.44 with both calls on all cores, 1.46-1.53 with the closed loop
+# alone, 1.73-2.07 with neither (1.60-1.93x the fastest peer against 1.30-1.49x); GRU 1.12-1.41, 1.22-1.40,
+# 1.61-1.74. Its 50-step forward (7.0M) stays on one core: on all, 0.33-0.45 vs 0.33-0.36 ms. Called alone after an idle pause (no block of calls),
+# the second core's wake-up outweighs the split at these sizes (the small layer's forward, T 25-200, ms: on
+# all 0.49-1.81, on one 0.38-1.55), and after calls of PyTorch's (its threads spinning) as well.
+_NATIVE_SHARED_CALL_MACS = 2**23
 _NATIVE_HEAD_BYTES = 20 * 2**20
 _NATIVE_TRAIN_BYTES = 64 * 2**20
 NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training kernels keep (outputs, LSTM's `c`)
@@ -218,18 +233,20 @@ def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) 
     with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays
     under `_NATIVE_TRAIN_BYTES`, an LSTM's gates kept too (twice that memory again) where its kernels get huge
     pages, and a linear dense head inside them from `_NATIVE_SHARED_MACS`; closed loops at every size; on one
-    core below `_NATIVE_SHARED_MACS`."""
+    core below `_NATIVE_SHARED_MACS`, except evaluation and closed loops of `time` steps that do at least
+    `_NATIVE_SHARED_CALL_MACS` multiply-adds in all (from `_NATIVE_MACS` a step)."""
     if cell not in NATIVE_KEPT:
         return {}
     macs = batch * 4 * hidden * (features + hidden)
     if macs < _NATIVE_MACS:
-        return {"native_closed_loop": True, "native_threads": 1}
+        return {"native_closed_loop": True, "native_threads": 1, "native_eval_threads": 1}
+    eval_threads = 0 if macs >= _NATIVE_SHARED_MACS or macs * time >= _NATIVE_SHARED_CALL_MACS else 1
     outputs = 4 * batch * time * hidden
     train = NATIVE_KEPT[cell] * outputs <= _NATIVE_TRAIN_BYTES
     return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES, "native_train": train,
             "native_keep_gates": train and cell == "lstm" and kernel_huge_pages(),
             "native_train_head": train and macs >= _NATIVE_SHARED_MACS, "native_closed_loop": True,
-            "native_threads": 1 if macs < _NATIVE_SHARED_MACS else 0}
+            "native_threads": 1 if macs < _NATIVE_SHARED_MACS else 0, "native_eval_threads": eval_threads}
 
 
 def fuse_xh(batch: int, features: int, hidden: int, cell: str = "lstm") -> bool:
