@@ -31,15 +31,14 @@ class Plan(NamedTuple):
     `batch_major`: the forward pass writes its outputs `[B, T, H]` in the loop (no transpose after).
     `use_reference`: run the cell's reference loop instead of the engine (where that measured faster), unless
     the native kernels run. `native`: evaluate (no gradient) with the native CPU kernels where they are
-    available (`seqjax.fast.native`; LSTM, GRU), on at most `native_eval_threads` cores (0: all; also the
-    closed loop's; `native_threads`: the training kernels'), a head that is
-    one linear `dense` inside them; `native_head`: also when another `chain` head follows the layer (the
-    kernel then writes the layer's outputs, which the engine's loop with the head does not); `native_train`:
-    under a gradient, the native kernels' forward and backward passes (with or without a head);
-    `native_keep_gates`: there the LSTM's forward pass also keeps every step's gates, which its backward pass
-    then reads instead of recomputing; `native_train_head`: there a head that is one linear `dense` runs inside
-    the training kernels too (its outputs formed in the forward pass, their gradient taken in by the backward
-    pass, which writes no gradient of the layer's outputs);
+    available (`seqjax.fast.native`; LSTM, GRU), on at most `native_eval_threads` cores (0: all; the closed
+    loop too), a head that is one linear `dense` inside them; `native_head`: also when another `chain` head
+    follows the layer (the kernel then writes the layer's outputs, which the engine's loop with the head does
+    not); `native_train`: under a gradient, the native kernels' forward and backward passes (with or without
+    a head), on at most `native_threads` cores; `native_keep_gates`: there the LSTM's forward pass also keeps
+    every step's gates, which its backward pass then reads instead of recomputing; `native_train_head`: there a
+    head that is one linear `dense` runs inside the training kernels too (its outputs formed in the forward
+    pass, their gradient taken in by the backward pass, which writes no gradient of the layer's outputs);
     `native_closed_loop`: `sj.rollout` of the layer and a dense head, fed back unchanged, on the native
     closed-loop kernel."""
 
@@ -215,13 +214,14 @@ _NATIVE_SHARED_MACS = 2**20
 # of rows with no barrier, so a long call pays for the second core once, not every step, while the training
 # kernels' backward pass still meets at every step (a narrow batch's forward meets too: B 8 F 16 H 64, 200
 # closed-loop steps, 33M, measured 0.38 ms on all vs 0.56 on one; below `_NATIVE_MACS` one core, whose
-# steps are too short for any barrier). The bench's small rollout (`chain(lstm, dense)`,
-# a 100-step warm-up, 13.9M multiply-adds, then 200 closed-loop steps, 27.9M), PyTorch among the peers, three
-# runs each (neither: six runs), ms: LSTM 1.25-1.44 with both calls on all cores, 1.46-1.53 with the closed loop
-# alone, 1.73-2.07 with neither (1.60-1.93x the fastest peer against 1.30-1.49x); GRU 1.12-1.41, 1.22-1.40,
-# 1.61-1.74. Its 50-step forward (7.0M) stays on one core: on all, 0.33-0.45 vs 0.33-0.36 ms. Called alone after an idle pause (no block of calls),
-# the second core's wake-up outweighs the split at these sizes (the small layer's forward, T 25-200, ms: on
-# all 0.49-1.81, on one 0.38-1.55), and after calls of PyTorch's (its threads spinning) as well.
+# steps are too short for any barrier). The bench's small rollout (`chain(lstm, dense)`, a 100-step warm-up,
+# 13.9M multiply-adds, then 200 closed-loop steps, 27.9M), PyTorch among the peers, ms: LSTM 1.02-1.44 with
+# both calls on all cores (five runs), 1.46-1.53 with the closed loop alone (three), 1.73-2.07 with neither
+# (six; 1.90-2.14x the fastest peer in the two full bench runs of the small config against 1.30-1.49x); GRU
+# 0.90-1.41, 1.22-1.40, 1.61-1.74. Its 50-step forward (7.0M) stays on one core: on all, 0.33-0.45 vs
+# 0.33-0.36 ms. Called alone after an idle pause (no block of calls), the second core's wake-up outweighs the
+# split at these sizes (the small layer's forward, T 25-200, ms: on all 0.49-1.81, on one 0.38-1.55), and
+# after calls of PyTorch's (its threads spinning) as well.
 _NATIVE_SHARED_CALL_MACS = 2**23
 _NATIVE_HEAD_BYTES = 20 * 2**20
 _NATIVE_TRAIN_BYTES = 64 * 2**20
