@@ -210,19 +210,19 @@ def _kernel_threads(fn, *args) -> dict:
 
 
 def test_each_kernel_call_runs_on_the_cores_its_plan_gives():
-    # the bench's small sizes (B 32, F 2, H 32: one core a step); a long call of evaluation on all cores
-    model = sj.chain(sj.lstm(32), sj.dense(2))
-    params, carry = model.init(jax.random.key(0), 2), model.initial_carry(32)
-    x0 = jnp.zeros((32, 2))
+    # B 40, F 2, H 20: 70,400 multiply-adds a step, one core a step (a plan given B and H swapped would put
+    # 100 steps on all cores); evaluation calls from 2^23 in all on all cores, training on one at every length
+    model = sj.chain(sj.lstm(20), sj.dense(2))
+    params, carry = model.init(jax.random.key(0), 2), model.initial_carry(40)
+    x0 = jnp.zeros((40, 2))
     assert _kernel_threads(lambda p, c, x: sj.rollout(model, p, c, x, 200), params, carry, x0) == {
         native.TARGET_CLOSED_LOOP: 0}
     assert _kernel_threads(lambda p, c, x: sj.rollout(model, p, c, x, 20), params, carry, x0) == {
         native.TARGET_CLOSED_LOOP: 1}
-    for steps, threads in ((100, 0), (50, 1)):
-        xs = jnp.zeros((32, steps, 2))
+    for steps, threads in ((150, 0), (100, 1)):
+        xs = jnp.zeros((40, steps, 2))
         assert _kernel_threads(lambda p, c, xs: sj.scan(model, p, c, xs)[1], params, carry, xs) == {
             native.TARGET_HEAD: threads}
-        # training stays on one core at every length (its backward pass meets at every step)
         loss = lambda p, c, xs: jnp.mean(sj.scan(model, p, c, xs)[1] ** 2)  # noqa: E731
         assert _kernel_threads(jax.grad(loss), params, carry, xs) == {native.TARGET_TRAIN: 1,
                                                                       native.TARGET_BACKWARD: 1}

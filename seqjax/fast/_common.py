@@ -76,7 +76,7 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
     dense (`plan.native_train_head`) the head runs inside the training kernels instead, all `[B, T, ..]`."""
     engine_loop = _loop(maths, plan, head)
     on_kernel = plan.native_head if head is not None else plan.native
-    threads = plan.native_threads
+    train_threads = plan.native_threads  # evaluation: `plan.native_eval_threads`
     batch_major = head is None
 
     def forward(w, carry, xs_TB, affine=None):
@@ -103,14 +103,14 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
             return new_carry, head.sequence(head_params, ys_TB)
 
     def train(w, carry, xs_TB):
-        new_carry, ys, kept = native.layer_train(kernels, w, carry, xs_TB, batch_major=batch_major, threads=threads,
+        new_carry, ys, kept = native.layer_train(kernels, w, carry, xs_TB, batch_major=batch_major, threads=train_threads,
                                                  keep_gates=plan.native_keep_gates)
         return (new_carry, _time_major(ys, batch_major)), (w, carry, xs_TB, kept)
 
     def backward(saved, d_carry, dys_TB):
         w, carry, xs_TB, kept = saved
         grads, d_carry, dxs = native.layer_backward(kernels, w, carry, xs_TB, kept, _time_major(dys_TB, batch_major),
-                                                    d_carry, batch_major=batch_major, threads=threads)
+                                                    d_carry, batch_major=batch_major, threads=train_threads)
         return engine.Weights(*grads), d_carry, dxs
 
     fn = jax.custom_vjp(evaluate)
@@ -123,7 +123,7 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
             # (jax.vjp of a head the kernels cannot run gives None and is not used)
             affine, affine_vjp = jax.vjp(inside_affine, head_params) if plan.native_train_head else (None, None)
             if affine is not None:
-                new_carry, out, kept = native.layer_train(kernels, w, carry, xs_TB, threads=threads, head=affine,
+                new_carry, out, kept = native.layer_train(kernels, w, carry, xs_TB, threads=train_threads, head=affine,
                                                           keep_gates=plan.native_keep_gates)
                 return (new_carry, _time_major(out, True)), ((w, carry, xs_TB, kept), None, (affine, affine_vjp))
             (new_carry, ys_TB), saved = train(w, carry, xs_TB)
@@ -136,7 +136,7 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
             if inside is not None:  # the head's gradient inside the backward kernel
                 (w, carry, xs_TB, kept), (affine, affine_vjp) = saved, inside
                 g, d_carry, dxs, d_affine = native.layer_backward_head(
-                    kernels, w, carry, xs_TB, kept, _time_major(d_out, True), d_carry, affine, threads=threads)
+                    kernels, w, carry, xs_TB, kept, _time_major(d_out, True), d_carry, affine, threads=train_threads)
                 return engine.Weights(*g), affine_vjp(d_affine)[0], d_carry, dxs
             d_head, dys_TB = head_vjp(d_out)
             g, d_carry, dxs = backward(saved, d_carry, dys_TB)
