@@ -8,6 +8,7 @@
     python -m benchmarks.attempts --config medium --what lanes
     python -m benchmarks.attempts --config medium --what native,native_train
     python -m benchmarks.attempts --config medium --what train_head
+    python -m benchmarks.attempts --config small --what stack_closed_loop
     python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
 Within a group every variant computes the same function (every group but train: the outputs are
@@ -33,7 +34,7 @@ import seqjax.fast._common as fast_common
 from seqjax.fast import gru as fast_gru
 from seqjax.fast import lstm as fast_lstm
 from benchmarks import problems, timing
-from seqjax.fast.plan import Plan, chunk_steps, plan_for
+from seqjax.fast.plan import Plan, chunk_steps, native_eval_threads, plan_for
 
 
 def _describe(plan: Plan) -> str:
@@ -419,6 +420,41 @@ def _train_step_variants(problem, cells, plans_of):
     return out
 
 
+@contextlib.contextmanager
+def _stack_kernel_always():
+    """The stacked closed-loop kernel at every size (the plan keeps it below `_NATIVE_STACK_LAYER_MACS` a
+    layer's step), on the cores the plan would give it."""
+    old = fast_common.stack_closed_loop_threads
+    fast_common.stack_closed_loop_threads = lambda batch, time, layers: native_eval_threads(
+        sum(batch * 4 * h * (f + h) for f, h in layers), time)
+    try:
+        yield
+    finally:
+        fast_common.stack_closed_loop_threads = old
+
+
+def stack_closed_loop_variants(problem, layers=(2, 3)):
+    """`sj.rollout` of `chain(cell, .., cell, dense)` (two and three LSTM or GRU layers of the config's hidden
+    size) from a random carry, the config's closed-loop steps: the stacked closed-loop kernel
+    (`seqjax.fast.native.stack_closed_loop`, also where the plan gives the loop over `step` instead) against
+    the loop over `step`. Returns the outputs."""
+    cfg = problem.config
+    x0 = jnp.asarray(problem.context[:, -1])
+    out = {}
+    for cell_name, make in (("LSTM", sj.lstm), ("GRU", sj.gru)):
+        for n in layers:
+            model = sj.chain(*(make(cfg.hidden) for _ in range(n)), sj.dense(cfg.features))
+            params = model.init(jax.random.key(n), cfg.features)
+            carry = jax.tree.map(lambda a: 0.1 * jnp.ones_like(a), model.initial_carry(cfg.batch))
+            steps = sj.chain(*(part._replace(sequence=None) for part in model.config["parts"]))
+            for label, m in (("stacked closed-loop kernel", model), ("loop over `step`", steps)):
+                with _stack_kernel_always():
+                    fn = jax.jit(lambda p, c, x, m=m: sj.rollout(m, p, c, x, problem.closed_loop)[1])
+                    fn = fn.lower(params, carry, x0).compile()  # traced with the kernel at every size
+                out[f"{cell_name} x{n}, {label}"] = lambda fn=fn, p=params, c=carry: fn(p, c, x0)
+    return out
+
+
 def blas_variants(problem, steps: int = 200):
     """The per-step matmuls of an LSTM layer (forward `[B, F + H] @ [F + H, 4H]`, backward
     `[B, 4H] @ [4H, H]`), `steps` of them in a chain (each step's input depends on the previous product), by
@@ -745,6 +781,7 @@ VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rol
             "head": head_variants,
             "native": native_variants,
             "native_train": native_train_variants,
+            "stack_closed_loop": stack_closed_loop_variants,
             "train_head": train_head_variants,
             "blas": blas_variants,
             "devices": devices_variants,
@@ -792,11 +829,11 @@ def main(argv=None):
 
 def _reference(what, name, first, names):
     """The variant `name` is checked and compared against: the first of its group; in `devices`, the same
-    work on one device; in `chunks`, `head`, `blas`, `lanes` and `native`, the first variant of the same
-    cell, matmul, loop or model."""
+    work on one device; in `chunks`, `head`, `blas`, `lanes`, `native` and `stack_closed_loop`, the first
+    variant of the same cell, matmul, loop or model."""
     if what == "devices":
         return name.split(", ")[0] + ", one device"
-    if what in ("chunks", "head", "blas", "lanes", "native"):
+    if what in ("chunks", "head", "blas", "lanes", "native", "stack_closed_loop"):
         return next(n for n in names if n.split(", ")[0] == name.split(", ")[0])
     return first
 

@@ -3,8 +3,9 @@
 The closed loop is one `lax.scan` over `cell.step` through the whole stack, compiled once per static
 `steps`; both work under `jax.vmap` (ensembles of params, batches of initial carries). A `chain(lstm,
 dense)` or `chain(gru, dense)` fed back unchanged runs the same steps in one native CPU kernel call instead
-(`seqjax.fast.native.layer_closed_loop`; same numbers to float32 tolerance; derivatives, forward and
-reverse, are those of the loop over `step`).
+(`seqjax.fast.native.layer_closed_loop`), and so does a stack of LSTM and GRU layers with a dense head
+(`stack_closed_loop`, below a large layer step); same numbers to float32 tolerance; derivatives, forward
+and reverse, are those of the loop over `step`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _prepare(model, params, carry, x_like, steps, feedback, key, exogenous, unro
 def _closed_loop(model, params, carry, x0, steps, fb, key, exogenous, unroll):
     """The checked loop: step on `x_i`, then `x_(i+1) = feed(y_i, key_i, exogenous[:, i])`. Outputs fed back
     unchanged run on the model's closed-loop kernel where it has one (`model.step.closed_loop`: `chain(lstm,
-    dense)` or `chain(gru, dense)` on CPU), with the derivatives of the loop over `step`."""
+    dense)`, `chain(gru, dense)` or a stack of them on CPU), with the derivatives of the loop over `step`."""
     e_TB = None if exogenous is None else jnp.swapaxes(exogenous, 0, 1)
 
     def by_steps(params, carry, x0):

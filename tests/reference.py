@@ -108,6 +108,25 @@ def lstm_closed_loop(p, w_d, b_d, x0, h0, c0, steps):
     return np.stack(ys, 1), h, c
 
 
+def stack_closed_loop(layers, w_d, b_d, x0, carries, steps):
+    """A stack of layers (`("lstm" | "gru", params)`, bottom first) and an affine head in closed loop: layer 0
+    takes `x_t`, each layer above the `h_t` of the one below, `y_t = h_t^top w_d + b_d`, `x_(t+1) = y_t`, from
+    `x0 [B, F]` and `carries` (per layer `(h, c)` or `(h,)`): `(ys [B, steps, F], carries)`, float64."""
+    layers = [(name, np64(p)) for name, p in layers]
+    w_d, b_d = np.asarray(w_d, np.float64), np.asarray(b_d, np.float64)
+    x = np.asarray(x0, np.float64)
+    carries = [tuple(np.asarray(a, np.float64) for a in c) for c in carries]
+    ys = []
+    for _ in range(steps):
+        inp = x
+        for i, (name, p) in enumerate(layers):
+            carries[i] = lstm_step(p, *carries[i], inp) if name == "lstm" else (gru_step(p, carries[i][0], inp),)
+            inp = carries[i][0]
+        x = inp @ w_d + b_d
+        ys.append(x)
+    return np.stack(ys, 1), carries
+
+
 def gru_backward(p, xs_BTF, h0, dys_BTH, dh):
     """Backpropagation through time of `run_gru` (`reset_after`, no mask), from the gradients of its outputs
     `dys_BTH` and of its final `h` (`dh`): `(grads {w_x, w_h, b_x, b_h}, dh0, dxs_BTF)`, float64."""

@@ -154,8 +154,8 @@ def test_vmap_over_an_ensemble_of_params():
         _close(jax.tree.map(lambda a: a[i], got), run(p))
 
 
-@pytest.mark.parametrize("what", ["feedback", "exogenous", "dense activation", "bfloat16 matmuls", "stacked",
-                                  "plan", "kernel unavailable"])
+@pytest.mark.parametrize("what", ["feedback", "exogenous", "dense activation", "bfloat16 matmuls", "plan",
+                                  "kernel unavailable"])
 def test_what_the_kernel_does_not_run(what, monkeypatch):
     """Where the closed-loop kernel does not apply, `sj.rollout` steps through `step` with the same numbers."""
     f, h = 3, 16
@@ -174,7 +174,7 @@ def test_what_the_kernel_does_not_run(what, monkeypatch):
         monkeypatch.setattr(fast_common, "plan_for", lambda *a, **k: OFF)
     elif what == "kernel unavailable":
         monkeypatch.setattr(native, "available", lambda: False)
-    model = sj.chain(lstm, sj.lstm(h), dense) if what == "stacked" else sj.chain(lstm, dense)
+    model = sj.chain(lstm, dense)
     params = model.init(jax.random.key(0), f)
     carry, x0 = model.initial_carry(5), _arrays(5, f, h)[3]
     rollout = lambda m: lambda p, c, x: sj.rollout(m, p, c, x, 4, **kwargs)  # noqa: E731

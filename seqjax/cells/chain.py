@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.cell import Cell, CellConfig, InputSpec, compiled_init
+from seqjax.fast._common import stack_closed_loop
 from seqjax.fast.engine import Head
 from seqjax.loop import run_sequence
 
@@ -146,6 +147,18 @@ def chain(*cells: Cell) -> Cell:
             return None if out is None else ((out[0], carry[1]), out[1])
 
         step.closed_loop = closed_loop  # `sj.rollout`'s fast path (identity feedback)
+
+    native_layers = [getattr(cell.sequence, "native_layer", None) for cell in cells[:-1]]
+    if n > 2 and affine is not None and all(native_layers):
+        def closed_loop(params, carry, x0, steps: int):
+            """`(carry, ys [B, steps, F])` of `steps` steps fed back unchanged from `x0`, the stacked layers and
+            the dense head in one native kernel call (`seqjax.fast._common.stack_closed_loop`); None where it does
+            not apply to one of the layers."""
+            w_d, b_d = affine(params[-1])
+            out = stack_closed_loop(native_layers, params[:-1], carry[:-1], x0, steps, w_d, b_d)
+            return None if out is None else (out[0] + (carry[-1],), out[1])
+
+        step.closed_loop = closed_loop
 
     return Cell(init=compiled_init(init), initial_carry=initial_carry, step=step, input_spec=input_spec,
                 sample_noise=sample_noise, sequence=sequence, name="chain", config=CellConfig(parts=tuple(cells)))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from seqjax.cell import Cell, no_noise
 from seqjax.fast import engine, native
-from seqjax.fast.plan import plan_for
+from seqjax.fast.plan import plan_for, stack_closed_loop_threads
 from seqjax.loop import scan_steps
 
 
@@ -57,6 +58,43 @@ def _time_major(ys, batch_major: bool):
     """The kernels' outputs as `[T, B, ..]`: their transpose when written `[B, T, ..]` (which `scan`'s transpose
     back cancels)."""
     return jnp.swapaxes(ys, 0, 1) if batch_major else ys
+
+
+class NativeLayer(NamedTuple):
+    """A layer of a stacked closed loop on the native kernels (`native.stack_closed_loop`): its `kernels`,
+    `weights`, `carry` (a tuple of `[B, H]` arrays), the type its final carry is returned as, and its input
+    and hidden widths."""
+
+    kernels: native.Kernels
+    weights: engine.Weights
+    carry: tuple
+    carry_type: type
+    features: int
+    hidden: int
+
+
+def stack_closed_loop(layers, params, carry, x0, steps: int, w_d, b_d):
+    """`(carry, ys [B, steps, F])` of `steps` closed-loop steps from `x0 [B, F]` through a stack of layers and
+    the affine head `y = h w_d + b_d` (`w_d [H_top, F]`, `b_d [F]` or None) on the native stacked closed-loop
+    kernel: `layers` are the layers' `sequence.native_layer`, `params` and `carry` theirs, bottom first. None
+    where it does not apply to one of them (as `sequence.closed_loop`)."""
+    head = _float32_affine(w_d, b_d)
+    if head is None or jnp.result_type(x0) != jnp.float32:
+        return None
+    batch, width = x0.shape
+    parts = []
+    for native_layer, p, c in zip(layers, params, carry):
+        part = native_layer(p, c, batch, width, steps)
+        if part is None:
+            return None
+        parts.append(part)
+        width = part.hidden
+    threads = stack_closed_loop_threads(batch, steps, [(part.features, part.hidden) for part in parts])
+    if threads is None:
+        return None
+    carries, ys = native.stack_closed_loop([(part.kernels, part.weights, part.carry) for part in parts], x0, *head,
+                                           steps, threads=threads)
+    return tuple(part.carry_type(*c) for part, c in zip(parts, carries)), ys
 
 
 def _float32_affine(w, b):
@@ -210,25 +248,36 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
             new_carry, ys_TB = loop(w, tuple(head_params), tuple(carry), inputs)
         return carry_type(*new_carry), ys_TB
 
+    def native_layer(params, carry, batch: int, features: int, steps: int):
+        """This layer as a `NativeLayer` of a closed loop of `steps` steps on `[batch, features]` inputs; None
+        where its kernels do not apply (other maths, mixed precision, not all float32, the plan or the machine
+        without the closed-loop kernels)."""
+        arrays = [params[n] for n in param_names] + list(carry)
+        if (not maths_supported or matmul_dtype is not None
+                or any(jnp.result_type(a) != jnp.float32 for a in arrays)):
+            return None
+        hidden = carry[0].shape[-1]
+        if not plan_for(batch, steps, features, hidden, maths.name).native_closed_loop or not native.available():
+            return None
+        return NativeLayer(native_kernels, weights(params), tuple(carry), carry_type, features, hidden)
+
     def closed_loop(params, carry, x0, steps: int, w_d, b_d):
         """`(carry, ys [B, steps, F])`: `steps` closed-loop steps from `x0 [B, F]` through the layer and the
         affine head `y = h w_d + b_d` (`w_d [H, F]`, `b_d [F]` or None), each `y` fed back as the next input,
-        on the native closed-loop kernel; None where it does not apply (other maths, mixed precision, not all
-        float32, the plan or the machine without the kernel)."""
+        on the native closed-loop kernel; None where it does not apply (as `native_layer`, or a head or `x0`
+        not float32)."""
         head = _float32_affine(w_d, b_d)
-        arrays = [params[n] for n in param_names] + list(carry) + [x0]
-        if (not maths_supported or matmul_dtype is not None or head is None
-                or any(jnp.result_type(a) != jnp.float32 for a in arrays)):
-            return None
         batch, features = x0.shape
-        plan = plan_for(batch, steps, features, carry[0].shape[-1], maths.name)
-        if not plan.native_closed_loop or not native.available():
+        layer = native_layer(params, carry, batch, features, steps)
+        if layer is None or head is None or jnp.result_type(x0) != jnp.float32:
             return None
-        new_carry, ys = native.layer_closed_loop(native_kernels, weights(params), tuple(carry), x0, *head, steps,
+        plan = plan_for(batch, steps, features, layer.hidden, maths.name)
+        new_carry, ys = native.layer_closed_loop(native_kernels, layer.weights, layer.carry, x0, *head, steps,
                                                  threads=plan.native_eval_threads)
         return carry_type(*new_carry), ys
 
     sequence.takes_head = True
     if native_kernels is not None:
         sequence.closed_loop = closed_loop  # `chain` of this layer and a dense head gives it to `sj.rollout`
+        sequence.native_layer = native_layer  # `chain` of such layers and a dense head: `stack_closed_loop`
     return sequence

@@ -15,7 +15,8 @@ engine's loop (`seqjax.fast.engine`), with the same numbers to float32 tolerance
 `lstm_forward` (`lstm_forward_head` with a dense head inside); training runs `lstm_forward_train` (which
 also keeps every step's `c`, and its gates where the plan says) and `lstm_backward` (which reads the kept
 gates or recomputes them from the kept outputs); `sj.rollout` of an LSTM with a dense head runs
-`lstm_closed_loop`; training a `chain(lstm, dense)` runs the dense inside both training kernels
+`lstm_closed_loop`, of a stack of LSTM and GRU layers with a dense head `stack_closed_loop`; training a
+`chain(lstm, dense)` runs the dense inside both training kernels
 (`layer_train(..., head=)`, `layer_backward_head`). The GRU (`reset_after`, the Keras/PyTorch/Flax form) has the
 same kernels without `c` (`GRU`; `gru_forward`, also training's forward pass since the backward pass needs only
 the outputs, and `gru_backward`), its weights mapped to four gate blocks (`_gru_blocks`). `layer_forward`,
@@ -56,13 +57,14 @@ TARGET_TRAIN_HEAD = "seqjax_lstm_forward_train_head"
 TARGET_BACKWARD_HEAD = "seqjax_lstm_backward_head"
 TARGET_GRU_TRAIN_HEAD = "seqjax_gru_forward_train_head"
 TARGET_GRU_BACKWARD_HEAD = "seqjax_gru_backward_head"
+TARGET_STACK_CLOSED_LOOP = "seqjax_stack_closed_loop"
 _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
             TARGET_BACKWARD: "SeqjaxLstmBackward", TARGET_CLOSED_LOOP: "SeqjaxLstmClosedLoop",
             TARGET_HEAD: "SeqjaxLstmForwardHead", TARGET_GRU: "SeqjaxGruForward",
             TARGET_GRU_BACKWARD: "SeqjaxGruBackward", TARGET_GRU_CLOSED_LOOP: "SeqjaxGruClosedLoop",
             TARGET_GRU_HEAD: "SeqjaxGruForwardHead", TARGET_TRAIN_HEAD: "SeqjaxLstmForwardTrainHead",
             TARGET_BACKWARD_HEAD: "SeqjaxLstmBackwardHead", TARGET_GRU_TRAIN_HEAD: "SeqjaxGruForwardTrainHead",
-            TARGET_GRU_BACKWARD_HEAD: "SeqjaxGruBackwardHead"}
+            TARGET_GRU_BACKWARD_HEAD: "SeqjaxGruBackwardHead", TARGET_STACK_CLOSED_LOOP: "SeqjaxStackClosedLoop"}
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
 _registered: list = []  # the library registered with XLA
@@ -383,6 +385,55 @@ def layer_closed_loop(kernels: Kernels, weights, carry: tuple, x0, w_d, b_d, ste
     ys, *carry = call(x0[None], w, bias, *carry, w_folded, bias_folded, *_head_columns(w_d, b_d),
                       threads=np.int64(threads))
     return tuple(carry), ys
+
+
+def stack_closed_loop(layers, x0, w_d, b_d, steps: int, *, threads: int = 0):
+    """`(carries, ys [B, steps, F])`: `steps` closed-loop steps of a stack of layers and an affine head from `x0
+    [B, F]`, float32, in one kernel call. `layers`: `(kernels, weights, carry)` per layer, bottom first (`LSTM`
+    or `GRU`, weights as `layer_forward`'s): layer 0 takes `x_t`, each layer above the `h_t` of the one below,
+    `y_t = h_t^top w_d + b_d` (`w_d [H_top, F]`, `b_d [F]`) and `x_(t+1) = y_t`. `carries`: each layer's final
+    carry, which has consumed `x_0 .. x_(steps-1)`.
+
+    After the first step layer 0's projection of the fed-back input is folded into its input weights
+    (`x_(t+1) w_x = h_t^top (w_d w_x) + b_d w_x`: the same maths in another order of float32 roundings), so
+    layer 0 takes the top layer's `h_(t-1)` as its input and the head's product stays off the recurrence."""
+    where = "seqjax.fast.native.stack_closed_loop"
+    if len(layers) < 2:
+        raise ValueError(f"{where}: layers must hold at least two (kernels, weights, carry), bottom first (one "
+                         f"layer: layer_closed_loop); got {len(layers)}")
+    batch, features = x0.shape
+    width = features
+    for i, (kernels, weights, carry) in enumerate(layers):
+        if kernels not in (LSTM, GRU) or len(carry) != (1 if kernels is GRU else 2):
+            raise ValueError(f"{where}: layer {i} must be (LSTM, weights, (h, c)) or (GRU, weights, (h,)); got "
+                             f"{len(carry)} carry arrays for {'GRU' if kernels is GRU else 'LSTM'}")
+        w_x, w_h = weights[0], weights[1]
+        shapes = (w_x.shape, w_h.shape, *(c.shape for c in carry))
+        if w_x.shape[0] != width or any(c.shape != (batch, w_h.shape[0]) for c in carry):
+            raise ValueError(f"{where}: layer {i} takes inputs of width {width} (x0 [B={batch}, {features}] or the "
+                             f"layer below's hidden size) with carry arrays [B, H] for its w_h [H, ..]; got w_x, "
+                             f"w_h and carry of shapes {shapes}")
+        width = w_h.shape[0]
+    if w_d.shape != (width, features) or b_d.shape != (features,):
+        raise ValueError(f"{where}: the head must map the top layer's {width} units to the {features} features it "
+                         f"feeds back (w_d [{width}, {features}], b_d [{features}]); got {w_d.shape} and {b_d.shape}")
+    _require(TARGET_STACK_CLOSED_LOOP)
+    arguments, results, gru = [], [], []
+    for kernels, weights, carry in layers:
+        arguments += [*pack(*kernels.blocks(*weights)), *carry]
+        results += [jax.ShapeDtypeStruct((batch, carry[0].shape[1]), jnp.float32)] * len(carry)
+        gru.append(int(kernels is GRU))
+    kernels, (w_x, w_h, b_x, b_h), _ = layers[0]
+    folded = pack(*kernels.blocks(w_d @ w_x, w_h, b_x + b_d @ w_x, b_h))
+    ys = jax.ShapeDtypeStruct((batch, steps, features), jnp.float32)
+    call = jax.ffi.ffi_call(TARGET_STACK_CLOSED_LOOP, (ys, *results), vmap_method="sequential")
+    ys, *flat = call(x0[None], *folded, *_head_columns(w_d, b_d), *arguments, gru=np.asarray(gru, np.int64),
+                     threads=np.int64(threads))
+    carries = []
+    for _, _, carry in layers:
+        carries.append(tuple(flat[:len(carry)]))
+        flat = flat[len(carry):]
+    return tuple(carries), ys
 
 
 def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):

@@ -40,7 +40,7 @@ class Plan(NamedTuple):
     head that is one linear `dense` runs inside the training kernels too (its outputs formed in the forward
     pass, their gradient taken in by the backward pass, which writes no gradient of the layer's outputs);
     `native_closed_loop`: `sj.rollout` of the layer and a dense head, fed back unchanged, on the native
-    closed-loop kernel."""
+    closed-loop kernel (and the layer in a stacked one, `stack_closed_loop_threads`)."""
 
     unroll: int = 1
     hoist: bool = False
@@ -240,13 +240,41 @@ def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) 
     macs = batch * 4 * hidden * (features + hidden)
     if macs < _NATIVE_MACS:
         return {"native_closed_loop": True, "native_threads": 1, "native_eval_threads": 1}
-    eval_threads = 0 if macs >= _NATIVE_SHARED_MACS or macs * time >= _NATIVE_SHARED_CALL_MACS else 1
+    eval_threads = native_eval_threads(macs, time)
     outputs = 4 * batch * time * hidden
     train = NATIVE_KEPT[cell] * outputs <= _NATIVE_TRAIN_BYTES
     return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES, "native_train": train,
             "native_keep_gates": train and cell == "lstm" and kernel_huge_pages(),
             "native_train_head": train and macs >= _NATIVE_SHARED_MACS, "native_closed_loop": True,
             "native_threads": 1 if macs < _NATIVE_SHARED_MACS else 0, "native_eval_threads": eval_threads}
+
+
+def native_eval_threads(macs: int, time: int) -> int:
+    """Cores (0: all) for a native evaluation or closed-loop call of `time` steps of `macs` multiply-adds each:
+    all from `_NATIVE_SHARED_MACS` a step or `_NATIVE_SHARED_CALL_MACS` a call (from `_NATIVE_MACS` a step), else
+    one."""
+    shared = macs >= _NATIVE_SHARED_MACS or (macs >= _NATIVE_MACS and macs * time >= _NATIVE_SHARED_CALL_MACS)
+    return 0 if shared else 1
+
+
+# The stacked closed loop (`chain(lstm, lstm, .., dense)` in `sj.rollout`, one kernel call) against the loop over
+# `step`, two LSTM layers, 200 steps, interleaved in one process, ms: B 32 F 8 H 128 19.8 vs 33.4, B 64 F 8 H 128
+# 39-46 vs 60-61 (three layers 54 vs 96), B 128 F 8 H 128 74 vs 136 (three layers 111 vs 223), B 256 F 8 H 64
+# 45 vs 88, B 32 F 2 H 64 6.1 vs 9.4; where a layer's step is larger XLA:CPU runs its matmul on both cores at
+# ~90% of the matmul peak, above what the kernel's steps reach, and the loop over `step` is as fast: B 64 F 8
+# H 192 (largest layer 18.9M multiply-adds a step) 81 vs 103, B 96 F 8 H 160 (19.7M) 92 vs 105, B 192 F 8 H 128
+# (25.2M) 114 vs 111, B 64 F 8 H 256 (33.6M) 135 vs 131, B 256 F 8 H 128 (100 steps) 77 vs 74, B 128 F 32
+# H 256 269 vs 249-274, B 1024 F 8 H 128 (100 steps) 281-292 vs 258-272.
+_NATIVE_STACK_LAYER_MACS = 24 * 2**20
+
+
+def stack_closed_loop_threads(batch: int, time: int, layers) -> int | None:
+    """The cores (`native_eval_threads`) for a stacked closed loop of `time` steps on the native kernel
+    (`seqjax.fast.native.stack_closed_loop`), `layers` its `(features, hidden)` bottom first: a step's
+    multiply-adds are those of all its layers. None where a layer's step reaches `_NATIVE_STACK_LAYER_MACS`
+    and the loop over `step` measured as fast."""
+    macs = [batch * 4 * hidden * (features + hidden) for features, hidden in layers]
+    return None if max(macs) >= _NATIVE_STACK_LAYER_MACS else native_eval_threads(sum(macs), time)
 
 
 def fuse_xh(batch: int, features: int, hidden: int, cell: str = "lstm") -> bool:
