@@ -8,7 +8,7 @@
     python -m benchmarks.attempts --config medium --what lanes
     python -m benchmarks.attempts --config medium --what native,native_train
     python -m benchmarks.attempts --config medium --what train_head
-    python -m benchmarks.attempts --config small --what stack_closed_loop
+    python -m benchmarks.attempts --config small --what stack_closed_loop --out stack_small.json
     python -m benchmarks.attempts --config medium --what devices_loop --no-wait   # deadlocked on a 2-vCPU machine
 
 Within a group every variant computes the same function (every group but train: the outputs are
@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +37,7 @@ import seqjax.fast._common as fast_common
 from seqjax.fast import gru as fast_gru
 from seqjax.fast import lstm as fast_lstm
 from benchmarks import problems, timing
+from benchmarks.report import machine, versions
 from seqjax.fast.plan import Plan, chunk_steps, native_eval_threads, plan_for
 
 
@@ -433,11 +437,41 @@ def _stack_kernel_always():
         fast_common.stack_closed_loop_threads = old
 
 
+def _flax_closed_loop(model, params, carry, x0, steps: int):
+    """The closed loop of `model = chain(cell, .., cell, dense)` in Flax linen: its cells
+    (`nn.OptimizedLSTMCell`, `nn.GRUCell`) and `nn.Dense` in one `lax.scan`, the output fed back, jitted, from
+    `x0` on the params and carry `sj.interop.to_flax` / `carry_to_flax` map (once). Returns a zero-argument
+    callable giving the outputs `[B, steps, F]`."""
+    import flax.linen as nn
+
+    parts = model.config["parts"]
+    cells = [(nn.OptimizedLSTMCell if part.name == "lstm" else nn.GRUCell)(p["w_h"].shape[0])
+             for part, p in zip(parts[:-1], params[:-1])]
+    dense = nn.Dense(params[-1]["w"].shape[1])
+
+    @jax.jit
+    def run(trees, carries, x0):
+        def body(state, _):
+            carries, x = state
+            new = []
+            for cell, tree, carry in zip(cells, trees, carries):
+                carry, x = cell.apply({"params": tree}, carry, x)
+                new.append(carry)
+            y = dense.apply({"params": trees[-1]}, x)
+            return (tuple(new), y), y
+
+        _, ys = lax.scan(body, (tuple(carries[:-1]), x0), None, length=steps)
+        return jnp.swapaxes(ys, 0, 1)
+
+    trees, carries = sj.interop.to_flax(params, model), sj.interop.carry_to_flax(carry, model)
+    return lambda: run(trees, carries, x0)
+
+
 def stack_closed_loop_variants(problem, layers=(2, 3)):
     """`sj.rollout` of `chain(cell, .., cell, dense)` (two and three LSTM or GRU layers of the config's hidden
     size) from a random carry, the config's closed-loop steps: the stacked closed-loop kernel
     (`seqjax.fast.native.stack_closed_loop`, also where the plan gives the loop over `step` instead) against
-    the loop over `step`. Returns the outputs."""
+    the loop over `step` and the same closed loop in Flax linen (`_flax_closed_loop`). Returns the outputs."""
     cfg = problem.config
     x0 = jnp.asarray(problem.context[:, -1])
     out = {}
@@ -452,6 +486,8 @@ def stack_closed_loop_variants(problem, layers=(2, 3)):
                     fn = jax.jit(lambda p, c, x, m=m: sj.rollout(m, p, c, x, problem.closed_loop)[1])
                     fn = fn.lower(params, carry, x0).compile()  # traced with the kernel at every size
                 out[f"{cell_name} x{n}, {label}"] = lambda fn=fn, p=params, c=carry: fn(p, c, x0)
+            out[f"{cell_name} x{n}, Flax linen (cells and dense in a lax.scan)"] = _flax_closed_loop(
+                model, params, carry, x0, problem.closed_loop)
     return out
 
 
@@ -797,6 +833,7 @@ def main(argv=None):
     parser.add_argument("--cpu-devices", type=int, default=2, help="CPU devices for devices and devices_loop")
     parser.add_argument("--steps", type=int, default=200, help="devices_loop: training steps per cell")
     parser.add_argument("--no-wait", action="store_true", help="devices_loop: do not wait for each step")
+    parser.add_argument("--out", help="also write the medians as JSON here (with the machine and versions)")
     args = parser.parse_args(argv)
     whats = args.what.split(",")
     if {"devices", "devices_loop"} & set(whats):
@@ -824,6 +861,12 @@ def main(argv=None):
         for name, (wall, cpu) in t.items():
             print(f"  {name:72s} {wall:9.3f} | {cpu:9.3f} | {t[_reference(what, name, first, t)][0] / wall:4.2f}x")
         results[what] = t
+    if args.out:
+        report = {"command": "python -m benchmarks.attempts " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "config": config._asdict(), "machine": machine(), "versions": versions([]),
+                  "results": {what: {name: {"median_ms": wall, "cpu_median_ms": cpu} for name, (wall, cpu) in t.items()}
+                              for what, t in results.items()}}
+        Path(args.out).write_text(json.dumps(report, indent=1))
     return results
 
 

@@ -254,6 +254,23 @@ def test_chunk_head_and_blas_attempts_check_each_variant_against_its_own_first()
         assert attempts._reference("blas", names[-1], next(iter(blas)), blas) == names[0]
 
 
+def test_stacked_closed_loop_attempts_check_the_kernel_the_loop_and_flax_alike_and_write_json(tmp_path):
+    import json
+
+    from benchmarks import attempts
+
+    # `main` checks the loop over `step` and Flax's closed loop against the kernel of the same stack first
+    out = tmp_path / "stack.json"
+    results = attempts.main(["--config", "tiny", "--what", "stack_closed_loop", "--rounds", "1", "--out", str(out)])
+    names = list(results["stack_closed_loop"])
+    assert [n.split(", ")[0] for n in names[::3]] == ["LSTM x2", "LSTM x3", "GRU x2", "GRU x3"]
+    assert all(attempts._reference("stack_closed_loop", n, names[0], names) == names[i - i % 3]
+               for i, n in enumerate(names))
+    report = json.loads(out.read_text())
+    assert list(report["results"]["stack_closed_loop"]) == names and report["config"]["name"] == "tiny"
+    assert report["command"].endswith(f"--out {out}") and "jax" in report["versions"]
+
+
 def test_devices_attempts_split_the_batch_over_cpu_devices_and_compute_the_same():
     import os
     import subprocess

@@ -156,6 +156,19 @@ def test_gradients_through_the_rollout_are_the_loops():
     _close(loss(model)(params, carry, x0), loss(_by_steps(model))(params, carry, x0), atol=2e-5)
 
 
+def test_forward_mode_derivatives_through_the_rollout_are_the_loops():
+    cells = (("gru", 19), ("lstm", 22))
+    model, params, carry = _model(2, cells, seed=15)
+    x0 = _layers(5, 2, cells, seed=16)[3]
+    tangent = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
+
+    def jvp(m):
+        return jax.jit(lambda p, t: jax.jvp(lambda p: sj.rollout(m, p, carry, x0, 8), (p,), (t,)))
+
+    assert _runs_the_kernel(lambda p: sj.rollout(model, p, carry, x0, 8)[1], params)
+    _close(jvp(model)(params, tangent), jvp(_by_steps(model))(params, tangent), atol=2e-5)
+
+
 def test_vmap_over_an_ensemble_of_params():
     cells = (("lstm", 17), ("lstm", 20))
     model, params, carry = _model(3, cells, seed=10)
