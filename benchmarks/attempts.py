@@ -38,7 +38,7 @@ from seqjax.fast import gru as fast_gru
 from seqjax.fast import lstm as fast_lstm
 from benchmarks import problems, timing
 from benchmarks.report import machine, versions
-from seqjax.fast.plan import Plan, chunk_steps, native_eval_threads, plan_for
+from seqjax.fast.plan import GATES, Plan, chunk_steps, native_eval_threads, plan_for
 
 
 def _describe(plan: Plan) -> str:
@@ -430,7 +430,7 @@ def _stack_kernel_always():
     layer's step), on the cores the plan would give it."""
     old = fast_common.stack_closed_loop_threads
     fast_common.stack_closed_loop_threads = lambda batch, time, layers: native_eval_threads(
-        sum(batch * 4 * h * (f + h) for f, h in layers), time)
+        sum(batch * GATES[cell] * h * (f + h) for f, h, cell in layers), time)
     try:
         yield
     finally:

@@ -212,13 +212,15 @@ def test_what_the_kernel_does_not_run(what, monkeypatch):
 
 def test_the_plan_runs_the_kernel_below_a_large_layer_step():
     threads = plan_module.stack_closed_loop_threads
-    assert threads(64, 200, [(8, 128), (128, 128)]) == 0  # 12.8M multiply-adds a step: all cores
-    assert threads(4, 200, [(3, 8), (8, 8)]) == 1  # 3.5k a step: one core
-    assert threads(32, 20, [(2, 32), (32, 32)]) == 1  # 402k a step, 8.0M in all: one core
-    assert threads(32, 21, [(2, 32), (32, 32)]) == 0  # 8.4M in all
-    assert threads(64, 200, [(8, 256), (256, 256)]) is None  # the upper layer's step: 33.6M
-    assert threads(192, 200, [(8, 128), (128, 128)]) is None  # 25.2M
-    assert threads(32, 200, [(8, 128), (128, 128), (128, 128)]) == 0  # three layers of 4.2M and less
+    assert threads(64, 200, [(8, 128, "lstm"), (128, 128, "lstm")]) == 0  # 12.8M multiply-adds a step: all cores
+    assert threads(4, 200, [(3, 8, "lstm"), (8, 8, "gru")]) == 1  # 2.9k a step: one core
+    assert threads(32, 20, [(2, 32, "lstm"), (32, 32, "lstm")]) == 1  # 402k a step, 8.0M in all: one core
+    assert threads(32, 21, [(2, 32, "lstm"), (32, 32, "lstm")]) == 0  # 8.4M in all
+    assert threads(64, 200, [(8, 256, "lstm"), (256, 256, "lstm")]) is None  # the upper layer's step: 33.6M
+    assert threads(192, 200, [(8, 128, "lstm"), (128, 128, "lstm")]) == 0  # 25.2M
+    assert threads(64, 200, [(8, 256, "gru"), (256, 256, "gru")]) == 0  # a GRU's three blocks: 25.2M
+    assert threads(128, 200, [(8, 192, "gru"), (192, 192, "gru")]) is None  # 28.3M
+    assert threads(32, 200, [(8, 128, "lstm"), (128, 128, "gru"), (128, 128, "lstm")]) == 0
 
 
 def test_each_stacked_call_runs_on_the_cores_its_plan_gives():
@@ -229,7 +231,7 @@ def test_each_stacked_call_runs_on_the_cores_its_plan_gives():
     found = lambda steps: re.findall(r"custom_call @seqjax_stack_closed_loop\(.*?threads = (\d+)",  # noqa: E731
                                      text(steps))
     # B 40 and two layers of 20 units: 70,400 + 128,000 multiply-adds a step, all cores from 43 steps (2^23)
-    assert plan_module.stack_closed_loop_threads(40, 43, [(2, 20), (20, 20)]) == 0
+    assert plan_module.stack_closed_loop_threads(40, 43, [(2, 20, "lstm"), (20, 20, "lstm")]) == 0
     assert found(43) == ["0"] and found(42) == ["1"]
 
 

@@ -62,8 +62,8 @@ def _time_major(ys, batch_major: bool):
 
 class NativeLayer(NamedTuple):
     """A layer of a stacked closed loop on the native kernels (`native.stack_closed_loop`): its `kernels`,
-    `weights`, `carry` (a tuple of `[B, H]` arrays), the type its final carry is returned as, and its input
-    and hidden widths."""
+    `weights`, `carry` (a tuple of `[B, H]` arrays), the type its final carry is returned as, its input and
+    hidden widths, and its cell ("lstm" or "gru")."""
 
     kernels: native.Kernels
     weights: engine.Weights
@@ -71,6 +71,7 @@ class NativeLayer(NamedTuple):
     carry_type: type
     features: int
     hidden: int
+    cell: str
 
 
 def stack_closed_loop(layers, params, carry, x0, steps: int, w_d, b_d):
@@ -89,7 +90,7 @@ def stack_closed_loop(layers, params, carry, x0, steps: int, w_d, b_d):
             return None
         parts.append(part)
         width = part.hidden
-    threads = stack_closed_loop_threads(batch, steps, [(part.features, part.hidden) for part in parts])
+    threads = stack_closed_loop_threads(batch, steps, [(part.features, part.hidden, part.cell) for part in parts])
     if threads is None:
         return None
     carries, ys = native.stack_closed_loop([(part.kernels, part.weights, part.carry) for part in parts], x0, *head,
@@ -259,7 +260,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         hidden = carry[0].shape[-1]
         if not plan_for(batch, steps, features, hidden, maths.name).native_closed_loop or not native.available():
             return None
-        return NativeLayer(native_kernels, weights(params), tuple(carry), carry_type, features, hidden)
+        return NativeLayer(native_kernels, weights(params), tuple(carry), carry_type, features, hidden, maths.name)
 
     def closed_loop(params, carry, x0, steps: int, w_d, b_d):
         """`(carry, ys [B, steps, F])`: `steps` closed-loop steps from `x0 [B, F]` through the layer and the

@@ -257,23 +257,27 @@ def native_eval_threads(macs: int, time: int) -> int:
     return 0 if shared else 1
 
 
-# The stacked closed loop (`chain(lstm, lstm, .., dense)` in `sj.rollout`, one kernel call) against the loop over
-# `step`, two LSTM layers, 200 steps, interleaved in one process, ms: B 32 F 8 H 128 19.8 vs 33.4, B 64 F 8 H 128
-# 39-46 vs 60-61 (three layers 54 vs 96), B 128 F 8 H 128 74 vs 136 (three layers 111 vs 223), B 256 F 8 H 64
-# 45 vs 88, B 32 F 2 H 64 6.1 vs 9.4; where a layer's step is larger XLA:CPU runs its matmul on both cores at
-# ~90% of the matmul peak, above what the kernel's steps reach, and the loop over `step` is as fast: B 64 F 8
-# H 192 (largest layer 18.9M multiply-adds a step) 81 vs 103, B 96 F 8 H 160 (19.7M) 92 vs 105, B 192 F 8 H 128
-# (25.2M) 114 vs 111, B 64 F 8 H 256 (33.6M) 135 vs 131, B 256 F 8 H 128 (100 steps) 77 vs 74, B 128 F 32
-# H 256 269 vs 249-274, B 1024 F 8 H 128 (100 steps) 281-292 vs 258-272.
-_NATIVE_STACK_LAYER_MACS = 24 * 2**20
+# The stacked closed loop (`chain(lstm | gru, .., dense)` in `sj.rollout`, one kernel call) against the loop over
+# `step`, two layers, 200 steps, interleaved in one process, ms; a layer's multiply-adds a step counted as the
+# kernels do them, B x blocks x H x (F + H), with 4 gate blocks for an LSTM and 3 for a GRU. The kernel ahead:
+# LSTM B 32 F 8 H 128 19.8 vs 33.4, B 64 F 8 H 128 39-46 vs 60-61 (three layers 54 vs 96), B 128 F 8 H 128 74
+# vs 136 (three layers 111 vs 223), B 256 F 8 H 64 45 vs 88, B 32 F 2 H 64 6.1 vs 9.4, B 64 F 8 H 192 (largest
+# layer 18.9M) 81 vs 103, B 96 F 8 H 160 (19.7M) 92 vs 105; GRU B 128 F 8 H 128 55 vs 97, B 64 F 8 H 256 (25.2M)
+# 101 vs 110, B 256 F 8 H 128 (25.2M) 109 vs 119; even at LSTM B 192 F 8 H 128 (25.2M) 114 vs 111. Where a
+# layer's step is larger XLA:CPU runs its matmul on both cores near the matmul peak, above what the kernel's
+# steps reach, and the loop is as fast or faster: GRU B 128 F 8 H 192 (28.3M) 113 vs 112, B 320 F 8 H 128
+# (31.5M) 132 vs 123, B 96 F 8 H 256 (37.7M) 148 vs 135, B 128 F 8 H 256 (50.3M) 193 vs 171; LSTM B 64 F 8
+# H 256 (33.6M) 135 vs 131, B 256 F 8 H 128 (33.6M, 100 steps) 77 vs 74, the bench's large (B 128 F 32 H 256)
+# 257-284 vs 245-305 over three runs, its many (B 1024 F 8 H 128) 548-578 vs 487-594.
+_NATIVE_STACK_LAYER_MACS = 25 * 2**20
 
 
 def stack_closed_loop_threads(batch: int, time: int, layers) -> int | None:
     """The cores (`native_eval_threads`) for a stacked closed loop of `time` steps on the native kernel
-    (`seqjax.fast.native.stack_closed_loop`), `layers` its `(features, hidden)` bottom first: a step's
-    multiply-adds are those of all its layers. None where a layer's step reaches `_NATIVE_STACK_LAYER_MACS`
-    and the loop over `step` measured as fast."""
-    macs = [batch * 4 * hidden * (features + hidden) for features, hidden in layers]
+    (`seqjax.fast.native.stack_closed_loop`), `layers` its `(features, hidden, cell)` bottom first ("lstm" or
+    "gru"): a step's multiply-adds are those of all its layers' gate blocks. None where a layer's step reaches
+    `_NATIVE_STACK_LAYER_MACS`, where the loop over `step` measured as fast."""
+    macs = [batch * GATES[cell] * hidden * (features + hidden) for features, hidden, cell in layers]
     return None if max(macs) >= _NATIVE_STACK_LAYER_MACS else native_eval_threads(sum(macs), time)
 
 
