@@ -38,7 +38,8 @@ from seqjax.fast import gru as fast_gru
 from seqjax.fast import lstm as fast_lstm
 from benchmarks import problems, timing
 from benchmarks.report import machine, versions
-from seqjax.fast.plan import GATES, Plan, chunk_steps, native_eval_threads, plan_for
+from seqjax.fast import plan as plan_module
+from seqjax.fast.plan import Plan, chunk_steps, plan_for
 
 
 def _describe(plan: Plan) -> str:
@@ -428,13 +429,12 @@ def _train_step_variants(problem, cells, plans_of):
 def _stack_kernel_always():
     """The stacked closed-loop kernel at every size (the plan keeps it below `_NATIVE_STACK_LAYER_MACS` a
     layer's step), on the cores the plan would give it."""
-    old = fast_common.stack_closed_loop_threads
-    fast_common.stack_closed_loop_threads = lambda batch, time, layers: native_eval_threads(
-        sum(batch * GATES[cell] * h * (f + h) for f, h, cell in layers), time)
+    old = plan_module._NATIVE_STACK_LAYER_MACS
+    plan_module._NATIVE_STACK_LAYER_MACS = float("inf")
     try:
         yield
     finally:
-        fast_common.stack_closed_loop_threads = old
+        plan_module._NATIVE_STACK_LAYER_MACS = old
 
 
 def _flax_closed_loop(model, params, carry, x0, steps: int):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import closed_loop_checks as checks
 import reference as ref
 import seqjax as sj
 import seqjax.fast._common as fast_common
@@ -40,21 +41,6 @@ def _model(f, h, seed=0, **dense):
     head = {"w": w_d, "b": b_d} if dense.get("use_bias", True) else {"w": w_d}
     carry = (model.initial_carry(5)[0]._replace(h=h0, c=c0), ())
     return model, (params, head), carry
-
-
-def _by_steps(model):
-    """The same model with the layer's fast paths off: `sj.rollout` then steps through `step`."""
-    lstm, dense = model.config["parts"]
-    return sj.chain(lstm._replace(sequence=None), dense)
-
-
-def _runs_the_kernel(fn, *args) -> bool:
-    return native.TARGET_CLOSED_LOOP in jax.jit(fn).lower(*args).as_text()
-
-
-def _close(a, b, atol=2e-6):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5), a, b)
 
 
 @pytest.mark.parametrize("b, f, h, steps", [(7, 3, 5, 9), (13, 1, 37, 4), (6, 17, 32, 1), (2, 70, 20, 6),
@@ -85,73 +71,35 @@ def test_one_thread_and_all_give_the_same_bits():
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_rollout_runs_the_kernel_and_equals_the_loop_over_step(use_bias):
     model, params, carry = _model(3, 21, seed=1, use_bias=use_bias)
-    x0 = _arrays(5, 3, 21, seed=2)[3]
-    rollout = lambda m: lambda p, c, x: sj.rollout(m, p, c, x, 12)  # noqa: E731
-    assert _runs_the_kernel(rollout(model), params, carry, x0)
-    assert not _runs_the_kernel(rollout(_by_steps(model)), params, carry, x0)
-    got = jax.jit(rollout(model))(params, carry, x0)
-    assert got[1].shape == (5, 12, 3)
-    _close(got, jax.jit(rollout(_by_steps(model)))(params, carry, x0))
+    checks.check_rollout(model, params, carry, _arrays(5, 3, 21, seed=2)[3], native.TARGET_CLOSED_LOOP)
 
 
 def test_forecast_runs_the_kernel_after_its_warm_up():
     model, params, carry = _model(4, 19, seed=4)
     context = jnp.asarray(np.random.default_rng(5).normal(size=(5, 8, 4)), jnp.float32)
-    forecast = lambda m: lambda p, c, xs: sj.forecast(m, p, c, xs, 7)  # noqa: E731
-    assert _runs_the_kernel(forecast(model), params, carry, context)
-    got = jax.jit(forecast(model))(params, carry, context)
-    _close(got, jax.jit(forecast(_by_steps(model)))(params, carry, context))
+    checks.check_forecast(model, params, carry, context, native.TARGET_CLOSED_LOOP)
 
 
 def test_a_rollout_in_two_calls_with_the_carry_passed_on_equals_one_call():
     model, params, carry = _model(2, 33, seed=6)
-    x0 = _arrays(5, 2, 33, seed=7)[3]
-    run = jax.jit(lambda p, c, x: sj.rollout(model, p, c, x, 10))
-    whole_carry, whole = run(params, carry, x0)
-    shorter = jax.jit(lambda p, c, x: sj.rollout(model, p, c, x, 6))(params, carry, x0)
-    _close(shorter[1], whole[:, :6])  # a shorter rollout is the start of a longer one
-    half = jax.jit(lambda p, c, x: sj.rollout(model, p, c, x, 5))
-    c1, y1 = half(params, carry, x0)
-    c2, y2 = half(params, c1, y1[:, -1])
-    _close((c2, jnp.concatenate([y1, y2], 1)), (whole_carry, whole))
+    checks.check_two_calls(model, params, carry, _arrays(5, 2, 33, seed=7)[3])
 
 
 def test_gradients_through_the_rollout_are_the_loops():
     model, params, carry = _model(3, 18, seed=8)
-    x0 = _arrays(5, 3, 18, seed=9)[3]
-    weights = jnp.sin(jnp.arange(5 * 9 * 3, dtype=jnp.float32)).reshape(5, 9, 3)
-
-    def loss(m):
-        def fn(p, c, x):
-            new_carry, ys = sj.rollout(m, p, c, x, 9)
-            return jnp.sum(weights * ys) + jnp.sum(jnp.cos(new_carry[0].c))
-        return jax.jit(jax.grad(fn, argnums=(0, 1, 2)))
-
-    assert _runs_the_kernel(lambda p, c, x: sj.rollout(model, p, c, x, 9)[1], params, carry, x0)
-    _close(loss(model)(params, carry, x0), loss(_by_steps(model))(params, carry, x0), atol=2e-5)
+    checks.check_gradients(model, params, carry, _arrays(5, 3, 18, seed=9)[3], native.TARGET_CLOSED_LOOP,
+                           lambda new_carry: jnp.sum(jnp.cos(new_carry[0].c)))
 
 
 def test_forward_mode_derivatives_through_the_rollout_are_the_loops():
     model, params, carry = _model(2, 19, seed=15)
-    x0 = _arrays(5, 2, 19, seed=16)[3]
-    tangent = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
-
-    def jvp(m):
-        return jax.jit(lambda p, t: jax.jvp(lambda p: sj.rollout(m, p, carry, x0, 8), (p,), (t,)))
-
-    assert _runs_the_kernel(lambda p: sj.rollout(model, p, carry, x0, 8)[1], params)
-    _close(jvp(model)(params, tangent), jvp(_by_steps(model))(params, tangent), atol=2e-5)
+    checks.check_forward_mode(model, params, carry, _arrays(5, 2, 19, seed=16)[3], native.TARGET_CLOSED_LOOP)
 
 
 def test_vmap_over_an_ensemble_of_params():
     model, params, carry = _model(3, 17, seed=10)
-    x0 = _arrays(5, 3, 17, seed=11)[3]
     members = [_model(3, 17, seed=s)[1] for s in (12, 13, 14)]
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *members)
-    run = jax.jit(lambda p: sj.rollout(model, p, carry, x0, 6))
-    got = jax.vmap(run)(stacked)
-    for i, p in enumerate(members):
-        _close(jax.tree.map(lambda a: a[i], got), run(p))
+    checks.check_vmap(model, members, carry, _arrays(5, 3, 17, seed=11)[3])
 
 
 @pytest.mark.parametrize("what", ["feedback", "exogenous", "dense activation", "bfloat16 matmuls", "plan",
@@ -178,9 +126,9 @@ def test_what_the_kernel_does_not_run(what, monkeypatch):
     params = model.init(jax.random.key(0), f)
     carry, x0 = model.initial_carry(5), _arrays(5, f, h)[3]
     rollout = lambda m: lambda p, c, x: sj.rollout(m, p, c, x, 4, **kwargs)  # noqa: E731
-    assert not _runs_the_kernel(rollout(model), params, carry, x0)
-    slow = sj.chain(*(part._replace(sequence=None) for part in model.config["parts"]))
-    _close(jax.jit(rollout(model))(params, carry, x0), jax.jit(rollout(slow))(params, carry, x0), atol=1e-6)
+    assert not checks.runs(native.TARGET_CLOSED_LOOP, rollout(model), params, carry, x0)
+    checks.close(jax.jit(rollout(model))(params, carry, x0), jax.jit(rollout(checks.by_steps(model)))(params, carry, x0),
+                 atol=1e-6)
 
 
 def test_the_plan_chooses_the_kernel_for_closed_loops_on_cpu():

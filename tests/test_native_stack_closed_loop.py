@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import closed_loop_checks as checks
 import reference as ref
 import seqjax as sj
 from seqjax.fast import native
@@ -90,95 +91,47 @@ def _model(f, cells, seed=0, batch=5, **dense):
     return model, tuple(p for _, p, _ in layers) + (head,), carry
 
 
-def _by_steps(model):
-    """The same model with the layers' fast paths off: `sj.rollout` then steps through `step`."""
-    return sj.chain(*(part._replace(sequence=None) for part in model.config["parts"]))
-
-
-def _runs_the_kernel(fn, *args) -> bool:
-    return native.TARGET_STACK_CLOSED_LOOP in jax.jit(fn).lower(*args).as_text()
-
-
-def _close(a, b, atol=2e-6):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5), a, b)
+TARGET = native.TARGET_STACK_CLOSED_LOOP
 
 
 @pytest.mark.parametrize("cells, use_bias", [((("lstm", 21), ("lstm", 34)), True),
                                              ((("gru", 18), ("lstm", 21), ("gru", 33)), False)])
 def test_rollout_runs_the_kernel_and_equals_the_loop_over_step(cells, use_bias):
     model, params, carry = _model(3, cells, seed=1, use_bias=use_bias)
-    x0 = _layers(5, 3, cells, seed=2)[3]
-    rollout = lambda m: lambda p, c, x: sj.rollout(m, p, c, x, 12)  # noqa: E731
-    assert _runs_the_kernel(rollout(model), params, carry, x0)
-    assert not _runs_the_kernel(rollout(_by_steps(model)), params, carry, x0)
-    got = jax.jit(rollout(model))(params, carry, x0)
-    assert got[1].shape == (5, 12, 3)
-    assert type(got[0][0]) is type(carry[0]) and type(got[0][1]) is type(carry[1])
     # two float32 orders of roundings (the fold) through up to three layers of random weights
-    _close(got, jax.jit(rollout(_by_steps(model)))(params, carry, x0), atol=1e-5)
+    checks.check_rollout(model, params, carry, _layers(5, 3, cells, seed=2)[3], TARGET, atol=1e-5)
 
 
 def test_forecast_runs_the_kernel_after_its_warm_up():
-    cells = (("lstm", 19), ("lstm", 24))
-    model, params, carry = _model(4, cells, seed=4)
+    model, params, carry = _model(4, (("lstm", 19), ("lstm", 24)), seed=4)
     context = jnp.asarray(np.random.default_rng(5).normal(size=(5, 8, 4)), jnp.float32)
-    forecast = lambda m: lambda p, c, xs: sj.forecast(m, p, c, xs, 7)  # noqa: E731
-    assert _runs_the_kernel(forecast(model), params, carry, context)
-    _close(jax.jit(forecast(model))(params, carry, context), jax.jit(forecast(_by_steps(model)))(params, carry,
-                                                                                                   context))
+    checks.check_forecast(model, params, carry, context, TARGET)
 
 
 def test_a_rollout_in_two_calls_with_the_carry_passed_on_equals_one_call():
     cells = (("gru", 33), ("lstm", 17))
     model, params, carry = _model(2, cells, seed=6)
-    x0 = _layers(5, 2, cells, seed=7)[3]
-    whole_carry, whole = jax.jit(lambda p, c, x: sj.rollout(model, p, c, x, 10))(params, carry, x0)
-    half = jax.jit(lambda p, c, x: sj.rollout(model, p, c, x, 5))
-    c1, y1 = half(params, carry, x0)
-    c2, y2 = half(params, c1, y1[:, -1])
-    _close((c2, jnp.concatenate([y1, y2], 1)), (whole_carry, whole))
+    checks.check_two_calls(model, params, carry, _layers(5, 2, cells, seed=7)[3])
 
 
 def test_gradients_through_the_rollout_are_the_loops():
     cells = (("lstm", 18), ("gru", 20))
     model, params, carry = _model(3, cells, seed=8)
-    x0 = _layers(5, 3, cells, seed=9)[3]
-    weights = jnp.sin(jnp.arange(5 * 9 * 3, dtype=jnp.float32)).reshape(5, 9, 3)
-
-    def loss(m):
-        def fn(p, c, x):
-            new_carry, ys = sj.rollout(m, p, c, x, 9)
-            return jnp.sum(weights * ys) + jnp.sum(jnp.cos(new_carry[0].c)) + jnp.sum(new_carry[1].h ** 2)
-        return jax.jit(jax.grad(fn, argnums=(0, 1, 2)))
-
-    assert _runs_the_kernel(lambda p, c, x: sj.rollout(model, p, c, x, 9)[1], params, carry, x0)
-    _close(loss(model)(params, carry, x0), loss(_by_steps(model))(params, carry, x0), atol=2e-5)
+    checks.check_gradients(model, params, carry, _layers(5, 3, cells, seed=9)[3], TARGET,
+                           lambda new_carry: jnp.sum(jnp.cos(new_carry[0].c)) + jnp.sum(new_carry[1].h ** 2))
 
 
 def test_forward_mode_derivatives_through_the_rollout_are_the_loops():
     cells = (("gru", 19), ("lstm", 22))
     model, params, carry = _model(2, cells, seed=15)
-    x0 = _layers(5, 2, cells, seed=16)[3]
-    tangent = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
-
-    def jvp(m):
-        return jax.jit(lambda p, t: jax.jvp(lambda p: sj.rollout(m, p, carry, x0, 8), (p,), (t,)))
-
-    assert _runs_the_kernel(lambda p: sj.rollout(model, p, carry, x0, 8)[1], params)
-    _close(jvp(model)(params, tangent), jvp(_by_steps(model))(params, tangent), atol=2e-5)
+    checks.check_forward_mode(model, params, carry, _layers(5, 2, cells, seed=16)[3], TARGET)
 
 
 def test_vmap_over_an_ensemble_of_params():
     cells = (("lstm", 17), ("lstm", 20))
     model, params, carry = _model(3, cells, seed=10)
-    x0 = _layers(5, 3, cells, seed=11)[3]
     members = [_model(3, cells, seed=s)[1] for s in (12, 13, 14)]
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *members)
-    run = jax.jit(lambda p: sj.rollout(model, p, carry, x0, 6))
-    got = jax.vmap(run)(stacked)
-    for i, p in enumerate(members):
-        _close(jax.tree.map(lambda a: a[i], got), run(p))
+    checks.check_vmap(model, members, carry, _layers(5, 3, cells, seed=11)[3])
 
 
 @pytest.mark.parametrize("what", ["dense in between", "bfloat16 matmuls", "dense activation", "simple_rnn",
@@ -205,9 +158,9 @@ def test_what_the_kernel_does_not_run(what, monkeypatch):
     carry, x0 = model.initial_carry(batch), jnp.ones((batch, f)) * 0.3
     steps = 3 if what == "large layer step" else 4
     rollout = lambda m: lambda p, c, x: sj.rollout(m, p, c, x, steps)  # noqa: E731
-    assert not _runs_the_kernel(rollout(model), params, carry, x0)
-    _close(jax.jit(rollout(model))(params, carry, x0), jax.jit(rollout(_by_steps(model)))(params, carry, x0),
-           atol=1e-6)
+    assert not checks.runs(TARGET, rollout(model), params, carry, x0)
+    checks.close(jax.jit(rollout(model))(params, carry, x0), jax.jit(rollout(checks.by_steps(model)))(params, carry, x0),
+                 atol=1e-6)
 
 
 def test_the_plan_runs_the_kernel_below_a_large_layer_step():

@@ -63,7 +63,7 @@ def _time_major(ys, batch_major: bool):
 class NativeLayer(NamedTuple):
     """A layer of a stacked closed loop on the native kernels (`native.stack_closed_loop`): its `kernels`,
     `weights`, `carry` (a tuple of `[B, H]` arrays), the type its final carry is returned as, its input and
-    hidden widths, and its cell ("lstm" or "gru")."""
+    hidden widths, its cell ("lstm" or "gru"), and the cores its plan gives a one-layer closed loop."""
 
     kernels: native.Kernels
     weights: engine.Weights
@@ -72,6 +72,7 @@ class NativeLayer(NamedTuple):
     features: int
     hidden: int
     cell: str
+    eval_threads: int
 
 
 def stack_closed_loop(layers, params, carry, x0, steps: int, w_d, b_d):
@@ -258,9 +259,11 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
                 or any(jnp.result_type(a) != jnp.float32 for a in arrays)):
             return None
         hidden = carry[0].shape[-1]
-        if not plan_for(batch, steps, features, hidden, maths.name).native_closed_loop or not native.available():
+        plan = plan_for(batch, steps, features, hidden, maths.name)
+        if not plan.native_closed_loop or not native.available():
             return None
-        return NativeLayer(native_kernels, weights(params), tuple(carry), carry_type, features, hidden, maths.name)
+        return NativeLayer(native_kernels, weights(params), tuple(carry), carry_type, features, hidden, maths.name,
+                           plan.native_eval_threads)
 
     def closed_loop(params, carry, x0, steps: int, w_d, b_d):
         """`(carry, ys [B, steps, F])`: `steps` closed-loop steps from `x0 [B, F]` through the layer and the
@@ -272,9 +275,8 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         layer = native_layer(params, carry, batch, features, steps)
         if layer is None or head is None or jnp.result_type(x0) != jnp.float32:
             return None
-        plan = plan_for(batch, steps, features, layer.hidden, maths.name)
         new_carry, ys = native.layer_closed_loop(native_kernels, layer.weights, layer.carry, x0, *head, steps,
-                                                 threads=plan.native_eval_threads)
+                                                 threads=layer.eval_threads)
         return carry_type(*new_carry), ys
 
     sequence.takes_head = True
