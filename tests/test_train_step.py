@@ -180,6 +180,35 @@ def test_batch_of_another_shape_or_state_of_another_model_is_refused(setup):
     assert np.isfinite(metrics["loss"])
 
 
+def test_the_guard_reads_jax_and_numpy_leaves_alike():
+    # A jax array's shape and dtype are read directly, other leaves through np.shape and the canonical
+    # dtype: both must give the same signature, or a step fed NumPy then jax arrays would be refused.
+    from seqjax.train._guard import _dtype, signature
+
+    tree = {"f32": jnp.ones((2, 3)), "f16": jnp.ones((4,), jnp.float16), "weak": jnp.asarray(1.0),
+            "i32": jnp.arange(5), "key": jax.random.key(1), "raw_key": jax.random.PRNGKey(2),
+            "bool": jnp.zeros((1, 2), bool)}
+    treedef, sig = signature(tree)
+    assert treedef == jax.tree.structure(tree)
+    assert sig == tuple((np.shape(x), _dtype(x)) for x in jax.tree.leaves(tree))
+    host = {k: v for k, v in tree.items() if k != "key"}
+    as_numpy = jax.tree.map(np.asarray, host)
+    as_numpy["weak"] = 1.0  # a Python float: float32 as jit sees it
+    assert signature(as_numpy) == signature(host)
+    assert signature({"x": np.ones((2, 3), np.float64)}) == signature({"x": jnp.ones((2, 3))})
+
+
+def test_a_step_first_fed_numpy_accepts_jax_arrays_and_refuses_another_dtype(setup):
+    model, params, x, y = setup
+    step = tr.make_train_step(OBJ, SGD)
+    state, _ = step(tr.init_state(params, SGD), (x, y))
+    state, metrics = step(state, (jnp.asarray(x), jnp.asarray(y)))
+    assert np.isfinite(metrics["loss"])
+    with pytest.raises(ValueError, match=r"batch.inputs must have shape \(4, 5, 3\) and dtype float32 as compiled "
+                                         r"on the first call; got \(4, 5, 3\) float16"):
+        step(state, (jnp.asarray(x, jnp.float16), jnp.asarray(y)))
+
+
 def test_bad_arguments_name_what_was_expected(setup):
     model, params, x, y = setup
     obj = tr.objective(model, losses.mse)

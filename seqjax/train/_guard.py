@@ -8,7 +8,10 @@ raises a `ValueError` naming the argument, the compiled shape and the new one on
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -26,10 +29,27 @@ def _describe(path) -> str:
     return jax.tree_util.keystr(path, simple=True, separator=".")
 
 
+@functools.cache
+def _jax_leaf_types() -> tuple[type, ...]:
+    """The concrete types of a jax array and a typed key array, whose `.shape` and `.dtype` are what `jax.jit`
+    keys its cache on (a jax array's dtype is canonical). Made on first use: importing seqjax starts no
+    backend."""
+    return type(jnp.zeros(())), type(jax.random.key(0))
+
+
+def _leaf_signature(x, fast: tuple[type, ...]):
+    # Read directly, a jax array's shape and dtype take a third of the time of `np.shape` and `_dtype` (a
+    # small LSTM's train state: 7 against 21 µs a call, on a step of ~1 ms).
+    if type(x) in fast:
+        return x.shape, x.dtype
+    return np.shape(x), _dtype(x)
+
+
 def signature(tree):
     """`(treedef, ((shape, dtype), ...))` of `tree`: cheap enough to compute on every call."""
     leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple((np.shape(x), _dtype(x)) for x in leaves)
+    fast = _jax_leaf_types()
+    return treedef, tuple([_leaf_signature(x, fast) for x in leaves])
 
 
 class ShapeGuard:
