@@ -5,9 +5,11 @@ XLA:CPU runs a loop body's operations one after another on one core, ~0.5 µs ea
 matmul there does not use the second core (BENCHMARKS.md, "Why"). `kernels/lstm_cpu.cc` runs every step
 in one call and splits it over the cores: by chunks of batch rows where the batch has enough rows (no
 barrier), by hidden units otherwise (its header says how). It is built on
-first use with the machine's C++ compiler (`CXX`, else `c++`; C++17, `-O3 -march=native`) against the FFI
+first use with the machine's C++ compiler (`CXX`, else `c++`; C++17, `-O3 -march=native`, then the flags in
+`SEQJAX_NATIVE_FLAGS`, such as `-mno-avx512f` to build for AVX2 on an AVX-512 machine) against the FFI
 headers jaxlib ships, into a cache folder (`SEQJAX_CACHE_DIR`, else `$XDG_CACHE_HOME/seqjax`, else
-`~/.cache/seqjax`) keyed by the source, the compiler, jaxlib and the CPU, and loaded with `ctypes`.
+`~/.cache/seqjax`) keyed by the source, the compiler, the flags, jaxlib and the CPU, and loaded with `ctypes`.
+Its vector code is blocked for the registers of the instruction set it is built for (AVX-512, AVX2, NEON).
 
 It is a fast path, never a requirement: where it cannot be built (no compiler, another OS) or is switched
 off (`SEQJAX_NATIVE=0`), `available()` is False, `unavailable_reason()` says why, and the LSTM runs the
@@ -32,6 +34,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -97,12 +100,17 @@ def arch_flag() -> str:
     return "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
 
 
+def extra_flags() -> tuple[str, ...]:
+    """The compiler flags in `SEQJAX_NATIVE_FLAGS` (split as a shell would), added after `-march=native`."""
+    return tuple(shlex.split(os.environ.get("SEQJAX_NATIVE_FLAGS", "")))
+
+
 def build_shared(cxx: str, source: Path, include_dirs=(), key_parts=()) -> Path:
-    """The shared library `source` builds into with `cxx` for this CPU (`-O3 -march=native`), in `cache_dir()`
-    under a name keyed by the source, the compiler, the flags, `key_parts` and the CPU; built (aside, then
-    renamed: concurrent builds) only when the cache does not hold it. Raises OSError or
+    """The shared library `source` builds into with `cxx` for this CPU (`-O3 -march=native` and `extra_flags()`),
+    in `cache_dir()` under a name keyed by the source, the compiler, the flags, `key_parts` and the CPU; built
+    (aside, then renamed: concurrent builds) only when the cache does not hold it. Raises OSError or
     subprocess.CalledProcessError (with the compiler's message) when it cannot be built."""
-    flags = _FLAGS + (arch_flag(),) + tuple(f"-I{d}" for d in include_dirs)
+    flags = _FLAGS + (arch_flag(),) + extra_flags() + tuple(f"-I{d}" for d in include_dirs)
     key = hashlib.sha256()
     for part in (source.read_bytes(), cxx.encode(), " ".join(flags).encode(), *(str(p).encode() for p in key_parts),
                  platform.machine().encode(), cpu_signature().encode()):
@@ -139,6 +147,13 @@ def _load() -> str | None:
     except (OSError, subprocess.SubprocessError, AttributeError, ValueError) as e:
         return f"building or loading {SOURCE.name} failed: {e}"
     return None
+
+
+def vector_bytes() -> int:
+    """The bytes of a vector register the kernels were built for: 64 (AVX-512), 32 (AVX2) or 16 (NEON, SSE).
+    Raises RuntimeError (with the reason) where the kernels are not `available()`."""
+    _require("SeqjaxVectorBytes")
+    return int(ctypes.CDLL(_registered[0]).SeqjaxVectorBytes())
 
 
 def available() -> bool:

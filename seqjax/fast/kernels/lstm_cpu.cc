@@ -29,7 +29,11 @@
 // (n = tanh(n_x + r n_h) needs them apart), and the products skip the zero block of each.
 //
 // Built on first use by `seqjax.fast.native` with the machine's C++ compiler (-O3 -march=native); the vector
-// code uses GCC/Clang vector extensions (16 float lanes), which the compiler maps to AVX-512, AVX2 or NEON.
+// code uses GCC/Clang vector extensions. Its unit is a 16-float vector `vf`: one register on AVX-512; where the
+// registers are narrower (AVX2: 8 floats, NEON: 4) `vf` is a struct of native vectors, and the matmul tiles
+// (`gemm_acc`) take one 16-float column at a time so that their accumulators fit the register file. (A
+// 16-lane vector type on AVX2 made the compiler keep every value in memory: the kernels ran 7-10x slower than
+// the AVX-512 build, and slower than XLA's own loops.)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -58,16 +62,103 @@ using Out = ffi::ResultBuffer<ffi::F32>;  // a float32 result
 
 namespace {
 
-typedef float vf __attribute__((vector_size(64)));
-typedef float vfu __attribute__((vector_size(64), aligned(4)));
-constexpr int L = 16;        // lanes
+// The registers the build targets: a native vector's bytes and how many vector registers there are.
+#if defined(__AVX512F__)
+#define SEQJAX_VECTOR_BYTES 64
+#define SEQJAX_VECTOR_REGISTERS 32
+#elif defined(__AVX__)
+#define SEQJAX_VECTOR_BYTES 32
+#define SEQJAX_VECTOR_REGISTERS 16
+#elif defined(__aarch64__)
+#define SEQJAX_VECTOR_BYTES 16
+#define SEQJAX_VECTOR_REGISTERS 32
+#else
+#define SEQJAX_VECTOR_BYTES 16
+#define SEQJAX_VECTOR_REGISTERS 16
+#endif
+
+constexpr int L = 16;        // lanes of a `vf`
 constexpr int U = 16;        // units per group
 constexpr int GW = 4 * U;    // packed columns per group
 constexpr int64_t kWeightSteps = 8;  // steps of a chunk whose weight gradients the backward pass adds at once
 
+// Eigen's / XLA:CPU's rational approximation of tanh (float32), on any vector type.
+template <class V>
+inline V tanh_lanes(V x) {
+  const V c = 7.90531110763549805f - V{};
+  x = x > c ? c : x;
+  x = x < -c ? -c : x;
+  V x2 = x * x;
+  V p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+  p = x2 * p + -8.60467152213735e-11f;
+  p = x2 * p + 5.12229709037114e-08f;
+  p = x2 * p + 1.48572235717979e-05f;
+  p = x2 * p + 6.37261928875436e-04f;
+  p = x2 * p + 4.89352455891786e-03f;
+  p = x * p;
+  V q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+  q = x2 * q + 2.26843463243900e-03f;
+  q = x2 * q + 4.89352518554385e-03f;
+  return p / q;
+}
+
+#if SEQJAX_VECTOR_BYTES == 64
+typedef float vf __attribute__((vector_size(64)));
+typedef float vfu __attribute__((vector_size(64), aligned(4)));
+
 inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
 inline vf splat(float x) { return x - vf{}; }  // x - 0 folds to a broadcast
+inline vf vtanh(vf x) { return tanh_lanes(x); }
+#else
+typedef float vn __attribute__((vector_size(SEQJAX_VECTOR_BYTES)));
+typedef float vnu __attribute__((vector_size(SEQJAX_VECTOR_BYTES), aligned(4)));
+constexpr int kNativeLanes = SEQJAX_VECTOR_BYTES / 4;
+constexpr int kParts = L / kNativeLanes;  // native vectors in a vf
+// rows of a register block in `gemm_acc`: kParts accumulators a row, kParts weight vectors and a broadcast
+constexpr int kBlockRows = std::max(1, (SEQJAX_VECTOR_REGISTERS - kParts - 1) / kParts);
+
+struct vf {  // 16 lanes as kParts native vectors, element-wise arithmetic as on a vector type
+  vn p[kParts];
+};
+#define SEQJAX_VF_OPERATOR(op)                                                     \
+  inline vf operator op(vf a, vf b) {                                              \
+    for (int s = 0; s < kParts; ++s) a.p[s] = a.p[s] op b.p[s];                    \
+    return a;                                                                      \
+  }                                                                                \
+  inline vf operator op(vf a, float b) {                                           \
+    for (int s = 0; s < kParts; ++s) a.p[s] = a.p[s] op b;                         \
+    return a;                                                                      \
+  }                                                                                \
+  inline vf operator op(float a, vf b) {                                           \
+    for (int s = 0; s < kParts; ++s) b.p[s] = a op b.p[s];                         \
+    return b;                                                                      \
+  }                                                                                \
+  inline vf& operator op##=(vf& a, vf b) { return a = a op b; }
+SEQJAX_VF_OPERATOR(+)
+SEQJAX_VF_OPERATOR(-)
+SEQJAX_VF_OPERATOR(*)
+SEQJAX_VF_OPERATOR(/)
+#undef SEQJAX_VF_OPERATOR
+
+inline vf load(const float* p) {
+  vf v;
+  for (int s = 0; s < kParts; ++s) v.p[s] = *reinterpret_cast<const vnu*>(p + s * kNativeLanes);
+  return v;
+}
+inline void store(float* p, vf v) {
+  for (int s = 0; s < kParts; ++s) *reinterpret_cast<vnu*>(p + s * kNativeLanes) = v.p[s];
+}
+inline vf splat(float x) {
+  vf v;
+  for (int s = 0; s < kParts; ++s) v.p[s] = x - vn{};
+  return v;
+}
+inline vf vtanh(vf x) {
+  for (int s = 0; s < kParts; ++s) x.p[s] = tanh_lanes(x.p[s]);
+  return x;
+}
+#endif
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -75,24 +166,6 @@ inline void cpu_relax() {
 #endif
 }
 
-// Eigen's / XLA:CPU's rational approximation of tanh (float32).
-inline vf vtanh(vf x) {
-  const vf c = splat(7.90531110763549805f);
-  x = x > c ? c : x;
-  x = x < -c ? -c : x;
-  vf x2 = x * x;
-  vf p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-  p = x2 * p + -8.60467152213735e-11f;
-  p = x2 * p + 5.12229709037114e-08f;
-  p = x2 * p + 1.48572235717979e-05f;
-  p = x2 * p + 6.37261928875436e-04f;
-  p = x2 * p + 4.89352455891786e-03f;
-  p = x * p;
-  vf q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-  q = x2 * q + 2.26843463243900e-03f;
-  q = x2 * q + 4.89352518554385e-03f;
-  return p / q;
-}
 inline vf vsigmoid(vf x) { return vtanh(x * 0.5f) * 0.5f + 0.5f; }
 
 // Asks the OS to back the 2 MB-aligned part of a large output buffer with transparent huge pages (where THP
@@ -244,11 +317,47 @@ class Pool {
 // fit, 83.8 / 88.1 rollout; medium, 11 chunks / 6, 5.2 / 5.9 forward).
 inline int64_t row_chunk(int64_t B, int64_t slice) { return B >= 96 && 4 * slice <= 3 * l1_bytes() ? 12 : 6; }
 
+#if SEQJAX_VECTOR_BYTES != 64
+// *o[r] += sum_k a[r * ar + k * ak] * w[k * ldw + lane], r < R: one 16-lane column of `gemm_acc` in native
+// vectors, kBlockRows rows at a time
+template <int R>
+inline void gemm_column(int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w,
+                        int64_t ldw, vf* const* o) {
+  if constexpr (R > kBlockRows) {
+    gemm_column<kBlockRows>(K, a, ar, ak, w, ldw, o);
+    gemm_column<R - kBlockRows>(K, a + kBlockRows * ar, ar, ak, w, ldw, o + kBlockRows);
+  } else {
+    vn acc[R][kParts];
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < kParts; ++s) acc[r][s] = o[r]->p[s];
+    for (int64_t k = 0; k < K; ++k) {
+      const float* wk = w + k * ldw;
+      vn b[kParts];
+      for (int s = 0; s < kParts; ++s) b[s] = *reinterpret_cast<const vnu*>(wk + s * kNativeLanes);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const vn x = a[r * ar + k * ak] - vn{};
+        for (int s = 0; s < kParts; ++s) acc[r][s] += x * b[s];
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < kParts; ++s) o[r]->p[s] = acc[r][s];
+  }
+}
+#endif
+
 // out[r][J0 + j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV
 template <int MR, int NV, int J0 = 0>
 inline void gemm_acc(int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w,
                      int64_t ldw, vf (&out)[MR][4]) {
   static_assert(J0 + NV <= 4, "four accumulators per row");
+#if SEQJAX_VECTOR_BYTES != 64
+  for (int j = 0; j < NV; ++j) {
+    vf* o[MR];
+    for (int r = 0; r < MR; ++r) o[r] = &out[r][J0 + j];
+    gemm_column<MR>(K, a, ar, ak, w + j * L, ldw, o);
+  }
+#else
   vf acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NV; ++j) acc[r][j] = out[r][J0 + j];
@@ -264,6 +373,7 @@ inline void gemm_acc(int64_t K, const float* __restrict a, int64_t ar, int64_t a
   }
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NV; ++j) out[r][J0 + j] = acc[r][j];
+#endif
 }
 
 // f(std::integral_constant<int, MR>, b0) over the rows 0..n-1 in blocks of at most 6
@@ -1276,3 +1386,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxStackClosedLoop, StackClosedLoopImpl,
                               ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().RemainingArgs()
                                   .Ret<F32>().RemainingRets()
                                   .Attr<ffi::Span<const int64_t>>("gru").Attr<int64_t>("threads"));
+
+// The bytes of a native vector register the kernels were built for (64: AVX-512, 32: AVX2, 16: NEON or SSE).
+extern "C" int SeqjaxVectorBytes() { return SEQJAX_VECTOR_BYTES; }
