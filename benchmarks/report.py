@@ -72,6 +72,11 @@ def machine() -> dict:
     info["transparent_hugepage"] = plan.thp_mode()
     info["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
     info["seqjax_sees_huge_pages"] = plan.huge_pages()
+    # which build of the native kernels runs: its vector registers, and any flags added to -march=native
+    from seqjax.fast import native
+
+    info["seqjax_native_flags"] = os.environ.get("SEQJAX_NATIVE_FLAGS", "")
+    info["seqjax_native_vector_bytes"] = native.vector_bytes() if native.available() else None
     return info
 
 

@@ -4,6 +4,7 @@ Tiny sizes only; the timings themselves are never asserted (speed is measured by
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ def test_quick_run_checks_every_task_and_writes_json(tmp_path):
     assert payload["versions"]["jax_backend"] == "cpu"
     assert payload["matmul_peak_gflops"] > 0
     assert (payload["fma_peak_gflops"] is None) == (native.compiler() is None)
+    machine = json.loads(out.read_text())["machine"]  # which build of the native kernels ran
+    assert machine["seqjax_native_flags"] == os.environ.get("SEQJAX_NATIVE_FLAGS", "")
+    assert machine["seqjax_native_vector_bytes"] == (native.vector_bytes() if native.available() else None)
 
 
 def test_cudnn_contender_is_checked_timed_and_never_a_peer(tmp_path, monkeypatch):
