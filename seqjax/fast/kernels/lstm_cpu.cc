@@ -32,8 +32,8 @@
 // code uses GCC/Clang vector extensions. Its unit is a 16-float vector `vf`: one register on AVX-512; where the
 // registers are narrower (AVX2: 8 floats, NEON: 4) `vf` is a struct of native vectors, and the matmul tiles
 // (`gemm_acc`) take one 16-float column at a time so that their accumulators fit the register file. (A
-// 16-lane vector type on AVX2 made the compiler keep every value in memory: the kernels ran 7-10x slower than
-// the AVX-512 build, and slower than XLA's own loops.)
+// 16-lane vector type on AVX2 made the compiler keep every value in memory: the kernels ran 8-12x slower than
+// the AVX-512 build, and 5-9x slower than XLA's own loops.)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
