@@ -67,6 +67,22 @@ def test_kernel_matches_float64_numpy(b, t, f, h, batch_major, threads):
     np.testing.assert_allclose(c_k, c_ref, atol=4e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [0, 1])
+def test_a_nan_input_matches_float64_numpy(threads):
+    # A NaN stays in its row from its step on, as in NumPy (and XLA's step): the tanh's clamps keep a NaN
+    # lane (minps / maxps return their second operand where a lane is unordered) instead of replacing it.
+    params, xs, h0, c0 = _inputs(9, 7, 3, 21)
+    xs = xs.at[4, 3, 1].set(jnp.nan)
+    (h_k, c_k), ys = jax.jit(lambda p, h0, c0, xs: native.lstm_forward(
+        p["w_x"], p["w_h"], p["b"], h0, c0, jnp.swapaxes(xs, 0, 1), batch_major=True, threads=threads))(
+        params, h0, c0, xs)
+    ys_ref, h_ref, c_ref = ref.run_lstm(params, np.asarray(xs), h0, c0)
+    assert np.isnan(ys_ref[4, 3:]).all() and not np.isnan(np.delete(ys_ref, 4, axis=0)).any()
+    for got, want in ((ys, ys_ref), (h_k, h_ref), (c_k, c_ref)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, atol=4e-6, rtol=1e-5)  # equal_nan: the NaNs where NumPy's are
+
+
 @pytest.mark.parametrize("f, h", [(3, 37), (17, 16), (2, 5)])
 def test_unpack_inverts_pack(f, h):
     """`unpack` (the backward kernel's weight gradient back to `w_x, w_h, b`) is `pack`'s inverse; the packed
