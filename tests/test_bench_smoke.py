@@ -259,8 +259,6 @@ def test_chunk_head_and_blas_attempts_check_each_variant_against_its_own_first()
 
 
 def test_stacked_closed_loop_attempts_check_the_kernel_the_loop_and_flax_alike_and_write_json(tmp_path):
-    import json
-
     from benchmarks import attempts
 
     # `main` checks the loop over `step` and Flax's closed loop against the kernel of the same stack first

@@ -159,8 +159,8 @@ def test_what_the_kernel_does_not_run(what, monkeypatch):
     steps = 3 if what == "large layer step" else 4
     rollout = lambda m: lambda p, c, x: sj.rollout(m, p, c, x, steps)  # noqa: E731
     assert not checks.runs(TARGET, rollout(model), params, carry, x0)
-    checks.close(jax.jit(rollout(model))(params, carry, x0), jax.jit(rollout(checks.by_steps(model)))(params, carry, x0),
-                 atol=1e-6)
+    by_steps = jax.jit(rollout(checks.by_steps(model)))
+    checks.close(jax.jit(rollout(model))(params, carry, x0), by_steps(params, carry, x0), atol=1e-6)
 
 
 def test_the_plan_runs_the_kernel_below_a_large_layer_step():

@@ -143,8 +143,8 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
             return new_carry, head.sequence(head_params, ys_TB)
 
     def train(w, carry, xs_TB):
-        new_carry, ys, kept = native.layer_train(kernels, w, carry, xs_TB, batch_major=batch_major, threads=train_threads,
-                                                 keep_gates=plan.native_keep_gates)
+        new_carry, ys, kept = native.layer_train(kernels, w, carry, xs_TB, batch_major=batch_major,
+                                                 threads=train_threads, keep_gates=plan.native_keep_gates)
         return (new_carry, _time_major(ys, batch_major)), (w, carry, xs_TB, kept)
 
     def backward(saved, d_carry, dys_TB):

@@ -70,7 +70,7 @@ _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
             TARGET_GRU_BACKWARD_HEAD: "SeqjaxGruBackwardHead", TARGET_STACK_CLOSED_LOOP: "SeqjaxStackClosedLoop"}
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
-_registered: list = []  # the library registered with XLA
+_registered: list = []  # the library registered with XLA (a `ctypes.CDLL`)
 
 
 def cache_dir() -> Path:
@@ -141,7 +141,7 @@ def _load() -> str | None:
         if not _registered:  # once per process: XLA keeps a target's first registration
             for target, symbol in _SYMBOLS.items():
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
-            _registered.append(library._name)
+            _registered.append(library)
     except subprocess.CalledProcessError as e:
         return f"building {SOURCE.name} with {cxx} failed: {(e.stderr or '').strip()[-2000:]}"
     except (OSError, subprocess.SubprocessError, AttributeError, ValueError) as e:
@@ -153,7 +153,7 @@ def vector_bytes() -> int:
     """The bytes of a vector register the kernels were built for: 64 (AVX-512), 32 (AVX2) or 16 (NEON, SSE).
     Raises RuntimeError (with the reason) where the kernels are not `available()`."""
     _require("SeqjaxVectorBytes")
-    return int(ctypes.CDLL(_registered[0]).SeqjaxVectorBytes())
+    return int(_registered[0].SeqjaxVectorBytes())
 
 
 def available() -> bool:

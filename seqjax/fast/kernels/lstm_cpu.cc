@@ -86,44 +86,29 @@ constexpr int U = 16;        // units per group
 constexpr int GW = 4 * U;    // packed columns per group
 constexpr int64_t kWeightSteps = 8;  // steps of a chunk whose weight gradients the backward pass adds at once
 
-// x > c ? c : x and x < c ? c : x, lane by lane (x where it is NaN). On x86 as minps(c, x) and maxps(c, x),
-// which return their second operand where the lanes are unordered: GCC compiles the conditional expressions
-// to a compare into a mask register and a masked move, two dependent operations where clang emits one (the
-// bench's many LSTM rollout built with GCC 12: 249-260 ms with these, 255-264 without; clang 14's build of
-// either, 230-238).
+// x clamped to [-c, c] lane by lane (x where it is NaN): on x86 as maxps(-c, minps(c, x)), which return their
+// second operand where the lanes are unordered. GCC compiles the conditional expressions to a compare into a
+// mask register and a masked move, two dependent operations where clang emits one (the bench's many LSTM
+// rollout built with GCC 12: 249-260 ms with these, 255-264 without; clang 14's build of either, 230-238).
 template <class V>
-inline V at_most(V x, V c) {
+inline V clamp_lanes(V x, V c) {
 #if defined(__AVX512F__)
-  if constexpr (sizeof(V) == 64) return (V)_mm512_min_ps((__m512)c, (__m512)x);
+  if constexpr (sizeof(V) == 64) return (V)_mm512_max_ps((__m512)-c, _mm512_min_ps((__m512)c, (__m512)x));
 #endif
 #if defined(__AVX__)
-  if constexpr (sizeof(V) == 32) return (V)_mm256_min_ps((__m256)c, (__m256)x);
+  if constexpr (sizeof(V) == 32) return (V)_mm256_max_ps((__m256)-c, _mm256_min_ps((__m256)c, (__m256)x));
 #endif
 #if defined(__SSE__)
-  if constexpr (sizeof(V) == 16) return (V)_mm_min_ps((__m128)c, (__m128)x);
+  if constexpr (sizeof(V) == 16) return (V)_mm_max_ps((__m128)-c, _mm_min_ps((__m128)c, (__m128)x));
 #endif
-  return x > c ? c : x;
-}
-template <class V>
-inline V at_least(V x, V c) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(V) == 64) return (V)_mm512_max_ps((__m512)c, (__m512)x);
-#endif
-#if defined(__AVX__)
-  if constexpr (sizeof(V) == 32) return (V)_mm256_max_ps((__m256)c, (__m256)x);
-#endif
-#if defined(__SSE__)
-  if constexpr (sizeof(V) == 16) return (V)_mm_max_ps((__m128)c, (__m128)x);
-#endif
-  return x < c ? c : x;
+  x = x > c ? c : x;
+  return x < -c ? -c : x;
 }
 
 // Eigen's / XLA:CPU's rational approximation of tanh (float32), on any vector type.
 template <class V>
 inline V tanh_lanes(V x) {
-  const V c = 7.90531110763549805f - V{};
-  x = at_most(x, c);
-  x = at_least(x, -c);
+  x = clamp_lanes(x, 7.90531110763549805f - V{});
   V x2 = x * x;
   V p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
   p = x2 * p + -8.60467152213735e-11f;
