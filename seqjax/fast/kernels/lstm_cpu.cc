@@ -367,31 +367,39 @@ inline void gemm_column(int64_t K, const float* __restrict a, int64_t ar, int64_
 }
 #endif
 
-// out[r][J0 + j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV
+// out[r][J0 + j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV; then, where K2 > 0, the
+// same for a second operand (a2 [r * ar2 + k], w2 [k * ldw + ...], K2 rows) onto the same accumulators, which stay
+// in registers between the two (GCC 12 wrote them to the stack and back between two calls)
 template <int MR, int NV, int J0 = 0>
 inline void gemm_acc(int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w,
-                     int64_t ldw, vf (&out)[MR][4]) {
+                     int64_t ldw, vf (&out)[MR][4], int64_t K2 = 0, const float* __restrict a2 = nullptr,
+                     int64_t ar2 = 0, const float* __restrict w2 = nullptr) {
   static_assert(J0 + NV <= 4, "four accumulators per row");
 #if SEQJAX_VECTOR_BYTES != 64
   for (int j = 0; j < NV; ++j) {
     vf* o[MR];
     for (int r = 0; r < MR; ++r) o[r] = &out[r][J0 + j];
     gemm_column<MR>(K, a, ar, ak, w + j * L, ldw, o);
+    if (K2 > 0) gemm_column<MR>(K2, a2, ar2, 1, w2 + j * L, ldw, o);
   }
 #else
   vf acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NV; ++j) acc[r][j] = out[r][J0 + j];
-  for (int64_t k = 0; k < K; ++k) {
-    const float* wk = w + k * ldw;
-    vf b[NV];
-    for (int j = 0; j < NV; ++j) b[j] = load(wk + j * L);
+  auto product = [&](int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w) {
+    for (int64_t k = 0; k < K; ++k) {
+      const float* wk = w + k * ldw;
+      vf b[NV];
+      for (int j = 0; j < NV; ++j) b[j] = load(wk + j * L);
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      vf x = splat(a[r * ar + k * ak]);
-      for (int j = 0; j < NV; ++j) acc[r][j] += x * b[j];
+      for (int r = 0; r < MR; ++r) {
+        vf x = splat(a[r * ar + k * ak]);
+        for (int j = 0; j < NV; ++j) acc[r][j] += x * b[j];
+      }
     }
-  }
+  };
+  product(K, a, ar, ak, w);
+  if (K2 > 0) product(K2, a2, ar2, 1, w2);
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NV; ++j) out[r][J0 + j] = acc[r][j];
 #endif
@@ -440,8 +448,7 @@ inline void preactivations(int64_t F, int64_t H, const float* x, const float* h,
     gemm_acc<MR, 3>(F, x, F, 1, wg, GW, z);
     gemm_acc<MR, 3, 1>(H, h, hs, 1, wg + F * GW + L, GW, z);
   } else {
-    gemm_acc<MR, 4>(F, x, F, 1, wg, GW, z);
-    gemm_acc<MR, 4>(H, h, hs, 1, wg + F * GW, GW, z);
+    gemm_acc<MR, 4>(F, x, F, 1, wg, GW, z, H, h, hs, wg + F * GW);
   }
 }
 
@@ -464,6 +471,7 @@ inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev,
   preactivations<MR>(F, H, x, h_prev + b0 * H, H, w, bias, g, z);
   const int64_t u0 = g * U;
   const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     const int64_t b = b0 + r;
     activate(z[r]);
@@ -491,6 +499,7 @@ inline void gru_rows(int64_t F, int64_t H, const float* x, const float* h_prev, 
   preactivations<MR>(F, H, x, h_prev + b0 * H, H, w, bias, g, z, !folded);
   const int64_t u0 = g * U;
   const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     const int64_t b = b0 + r;
     const vf update = vsigmoid(z[r][1]), reset = vsigmoid(z[r][2]);
@@ -710,6 +719,7 @@ struct Backward {
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
     vf dy[MR][4];
     output_grads<MR>(t, b0, u0, valid, dy);
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const int64_t b = b0 + r;
       if (zs)
@@ -738,6 +748,7 @@ struct Backward {
     const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
     vf dy[MR][4];
     output_grads<MR>(t, b0, u0, valid, dy);
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const int64_t b = b0 + r;
       const vf update = vsigmoid(z[r][1]), reset = vsigmoid(z[r][2]), hn = z[r][3];
