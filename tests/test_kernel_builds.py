@@ -1,0 +1,71 @@
+"""The side-by-side timing of native kernel builds (`benchmarks.kernel_builds`)."""
+
+import pytest
+
+from benchmarks import kernel_builds
+from seqjax.fast import native
+
+needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C++ compiler: nothing to build")
+
+
+def test_a_build_spec_gives_its_compiler_flags_and_source(tmp_path):
+    source = tmp_path / "kernels.cc"
+    source.write_text("// a copy\n")
+    build = kernel_builds.parse_build(f"avx2=g++ -mno-avx512f -O2 source={source}")
+    assert build == kernel_builds.Build("avx2", "g++", ("-mno-avx512f", "-O2"), source.resolve())
+    assert kernel_builds.parse_build("plain=clang++").source == native.SOURCE.resolve()
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("g++", "--build must be NAME=COMPILER"),
+    ("=g++", "--build must be NAME=COMPILER"),
+    ("name=", "--build must be NAME=COMPILER"),
+    ("name=source=x.cc", "--build must be NAME=COMPILER"),
+    ("name=g++ source=a.cc source=b.cc", "at most one source=PATH"),
+    ("name=g++ source=/no/such/file.cc", "source '/no/such/file.cc' is not a file"),
+])
+def test_a_bad_build_spec_is_refused_with_what_was_given(spec, match):
+    with pytest.raises(ValueError, match=f"kernel_builds: .*{match}"):
+        kernel_builds.parse_build(spec)
+
+
+@pytest.mark.parametrize("shape", ["forward:lstm:2:3:4", "sideways:lstm:2:3:4:5", "forward:rnn:2:3:4:5",
+                                   "forward:lstm:2:0:4:5", "forward:lstm:2:x:4:5"])
+def test_a_bad_shape_is_refused_with_what_was_given(shape):
+    with pytest.raises(ValueError, match=f"kernel_builds: a shape must be TASK:CELL:B:F:H:T.*got '{shape}'"):
+        kernel_builds.parse_shape(shape)
+
+
+def test_flops_count_the_recurrent_matmul_of_each_task():
+    assert kernel_builds.flops("forward:lstm:3:5:7:11") == 2 * 11 * 3 * (5 + 7) * 4 * 7
+    assert kernel_builds.flops("closed_loop:lstm:3:5:7:11") == 2 * 11 * 3 * 7 * 4 * 7  # folded: h rows only
+    assert kernel_builds.flops("forward:gru:3:5:7:11") == 2 * 11 * 3 * (5 + 7) * 3 * 7
+
+
+def test_options_are_checked_before_anything_is_built():
+    with pytest.raises(ValueError, match="kernel_builds: build names must differ"):
+        kernel_builds.main(["--build", "a=c++", "--build", "a=c++"])
+    with pytest.raises(ValueError, match="kernel_builds: --rounds and --reps must be positive"):
+        kernel_builds.main(["--rounds", "0"])
+
+
+@needs_compiler
+def test_two_builds_are_timed_and_a_changed_source_shows_in_the_outputs(tmp_path, capsys):
+    changed = tmp_path / "lstm_cpu.cc"
+    text = native.SOURCE.read_text()
+    sigmoid = "inline vf vsigmoid(vf x) { return vtanh(x * 0.5f) * 0.5f + 0.5f; }"
+    assert sigmoid in text
+    changed.write_text(text.replace(sigmoid, "inline vf vsigmoid(vf x) { return vtanh(x * 0.5f) * 0.5f + 0.25f; }"))
+    shapes = ["forward:lstm:7:3:21:4", "closed_loop:gru:13:2:17:3"]
+    cxx = native.compiler()
+    result = kernel_builds.main(["--build", f"kernels={cxx}", "--build", f"changed={cxx} source={changed}",
+                                 "--shape", shapes[0], "--shape", shapes[1], "--rounds", "2", "--reps", "1",
+                                 "--out", str(tmp_path / "out.json")])
+    assert list(result["results"]) == shapes
+    for shape in shapes:
+        row = result["results"][shape]
+        assert row["kernels"]["ratio"] == 1.0 and not row["kernels"]["outputs_differ"]
+        assert row["changed"]["outputs_differ"]  # the sigmoid moved by 1/4: every output moves
+        assert len(row["changed"]["runs_ms"]) == 2 and row["changed"]["median_ms"] > 0
+    assert (tmp_path / "out.json").exists()
+    assert "| forward:lstm:7:3:21:4 |" in capsys.readouterr().out
