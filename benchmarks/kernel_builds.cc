@@ -49,7 +49,8 @@ void run(const Shape& s, int reps, int threads) {
   };
   // random stand-ins for the packed weights: the kernels' cost does not depend on their values
   const auto w = random(G * (s.F + s.H) * GW), bias = random(G * GW), wf = random(G * s.H * GW),
-             biasf = random(G * GW), wd = random(s.H * FP), bd = random(FP), xs = random((closed ? 1 : s.T) * s.B * s.F);
+             biasf = random(G * GW), wd = random(s.H * FP), bd = random(FP);
+  const auto xs = random((closed ? 1 : s.T) * s.B * s.F);
   std::vector<float> ys(s.T * s.B * (closed ? s.F : s.H)), h(s.B * s.H), c(s.B * s.H), hbuf(2 * s.B * s.H);
   std::vector<double> ms;
   for (int r = 0; r <= reps; ++r) {
