@@ -476,6 +476,8 @@ inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev,
   preactivations<MR>(F, H, x, h_prev + b0 * H, H, w, bias, g, z);
   const int64_t u0 = g * U;
   const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
+  // the rows unrolled, here and in the other three per-row loops after a product: as a loop GCC 12 ran them from
+  // a copy of z on the stack (the many closed loop 3-5% slower)
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     const int64_t b = b0 + r;
