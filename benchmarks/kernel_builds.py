@@ -104,7 +104,7 @@ def compiler_version(compiler: str) -> str:
 
 def compile_build(build: Build, out: Path) -> None:
     """The harness built with `build` into `out`; raises RuntimeError with the compiler's message if it fails."""
-    command = [build.compiler, "-O3", "-std=c++17", "-pthread", native.arch_flag(), *build.flags,
+    command = [build.compiler, *native.COMPILE_FLAGS, native.arch_flag(), *build.flags,
                f"-I{jax.ffi.include_dir()}", f'-DSEQJAX_KERNEL_SOURCE="{build.source}"', str(HARNESS), "-o", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode:

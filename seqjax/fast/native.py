@@ -69,7 +69,8 @@ _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
             TARGET_BACKWARD_HEAD: "SeqjaxLstmBackwardHead", TARGET_GRU_TRAIN_HEAD: "SeqjaxGruForwardTrainHead",
             TARGET_GRU_BACKWARD_HEAD: "SeqjaxGruBackwardHead", TARGET_STACK_CLOSED_LOOP: "SeqjaxStackClosedLoop"}
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
-_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread")
+COMPILE_FLAGS = ("-O3", "-std=c++17", "-pthread")  # then arch_flag() and extra_flags()
+_SHARED_FLAGS = ("-shared", "-fPIC")
 _registered: list = []  # the library registered with XLA (a `ctypes.CDLL`)
 
 
@@ -110,7 +111,7 @@ def build_shared(cxx: str, source: Path, include_dirs=(), key_parts=()) -> Path:
     in `cache_dir()` under a name keyed by the source, the compiler, the flags, `key_parts` and the CPU; built
     (aside, then renamed: concurrent builds) only when the cache does not hold it. Raises OSError or
     subprocess.CalledProcessError (with the compiler's message) when it cannot be built."""
-    flags = _FLAGS + (arch_flag(),) + extra_flags() + tuple(f"-I{d}" for d in include_dirs)
+    flags = COMPILE_FLAGS + _SHARED_FLAGS + (arch_flag(),) + extra_flags() + tuple(f"-I{d}" for d in include_dirs)
     key = hashlib.sha256()
     for part in (source.read_bytes(), cxx.encode(), " ".join(flags).encode(), *(str(p).encode() for p in key_parts),
                  platform.machine().encode(), cpu_signature().encode()):
