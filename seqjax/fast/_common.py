@@ -80,8 +80,8 @@ def stack_closed_loop(layers, params, carry, x0, steps: int, w_d, b_d):
     the affine head `y = h w_d + b_d` (`w_d [H_top, F]`, `b_d [F]` or None) on the native stacked closed-loop
     kernel: `layers` are the layers' `sequence.native_layer`, `params` and `carry` theirs, bottom first. None
     where it does not apply to one of them (as `sequence.closed_loop`)."""
-    head = _float32_affine(w_d, b_d)
-    if head is None or jnp.result_type(x0) != jnp.float32:
+    head = _float32_head(w_d, b_d, x0)
+    if head is None:
         return None
     batch, width = x0.shape
     parts = []
@@ -103,6 +103,11 @@ def _float32_affine(w, b):
     """`(w, b)` of a float32 affine head (`b` zeros where it has none), else None."""
     b = jnp.zeros(w.shape[-1], w.dtype) if b is None else b
     return (w, b) if jnp.result_type(w) == jnp.result_type(b) == jnp.float32 else None
+
+
+def _float32_head(w_d, b_d, x0):
+    """`(w_d, b_d)` of a closed loop's head as `_float32_affine`, None as well where `x0` is not float32."""
+    return _float32_affine(w_d, b_d) if jnp.result_type(x0) == jnp.float32 else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -270,10 +275,10 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         affine head `y = h w_d + b_d` (`w_d [H, F]`, `b_d [F]` or None), each `y` fed back as the next input,
         on the native closed-loop kernel; None where it does not apply (as `native_layer`, or a head or `x0`
         not float32)."""
-        head = _float32_affine(w_d, b_d)
+        head = _float32_head(w_d, b_d, x0)
         batch, features = x0.shape
-        layer = native_layer(params, carry, batch, features, steps)
-        if layer is None or head is None or jnp.result_type(x0) != jnp.float32:
+        layer = native_layer(params, carry, batch, features, steps) if head is not None else None
+        if layer is None:
             return None
         new_carry, ys = native.layer_closed_loop(native_kernels, layer.weights, layer.carry, x0, *head, steps,
                                                  threads=layer.eval_threads)
