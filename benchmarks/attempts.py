@@ -826,7 +826,8 @@ VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rol
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="medium", help=f"one of {list(problems.CONFIGS)} or tiny")
+    parser.add_argument("--config", default="medium",
+                        help=f"one of {list(problems.CONFIGS)}, tiny or {list(problems.GPU_CONFIGS)}")
     parser.add_argument("--what", default="forward,train,rollout",
                         help=f"comma-separated, from {list(VARIANTS) + ['devices_loop']}")
     parser.add_argument("--rounds", type=int, default=15)
@@ -838,7 +839,7 @@ def main(argv=None):
     whats = args.what.split(",")
     if {"devices", "devices_loop"} & set(whats):
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before JAX starts its backend
-    config = {**problems.CONFIGS, **problems.QUICK_CONFIGS}[args.config]
+    config = {**problems.CONFIGS, **problems.QUICK_CONFIGS, **problems.GPU_CONFIGS}[args.config]
     if "devices_loop" in whats:
         for cell_name in ("LSTM", "GRU"):
             total = devices_loop(config, cell_name, args.steps, wait=not args.no_wait)
