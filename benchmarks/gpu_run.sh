@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything the speed issue asks of a lent GPU, in one call of about five minutes (the device tool's `run`,
+# Everything the speed issue asks of a lent GPU, in one call of about six minutes (the device tool's `run`,
 # from the repository root; its image already has jax with CUDA, flax, optax, chex and PyTorch, and nothing
 # can be installed there, so seqjax runs from the checkout):
 #
@@ -7,7 +7,7 @@
 #     SEQJAX_GPU_ATTEMPTS=1 bash benchmarks/gpu_run.sh   # also the GPU plan's variants (a few minutes more)
 #     SEQJAX_GPU_CONFIG=tiny SEQJAX_GPU_CHECK_CONFIGS=tiny bash benchmarks/gpu_run.sh   # a smoke run, anywhere
 #
-# Stages, most needed first, each under its own time limit and all under SEQJAX_GPU_BUDGET_S (default 330 s):
+# Stages, most needed first, each under its own time limit and all under SEQJAX_GPU_BUDGET_S (default 360 s):
 #   env      the GPU, the driver and the Python packages
 #   check    `benchmarks.gpu_check`: every seqjax path on the GPU against float64 on the CPU, cuDNN's call seen
 #   train    `benchmarks.bench --configs "$CONFIG" --tasks train`: the goals (LSTM against PyTorch's cuDNN LSTM,
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-python3}
-BUDGET=${SEQJAX_GPU_BUDGET_S:-330}
+BUDGET=${SEQJAX_GPU_BUDGET_S:-360}
 CONFIG=${SEQJAX_GPU_CONFIG:-gpu}  # the bench's size: batch 256, T 200, 32 features, H 512
 CHECK_CONFIGS=${SEQJAX_GPU_CHECK_CONFIGS:-check,gpu}
 START=$SECONDS
@@ -52,7 +52,7 @@ stage env 30 bash -c "nvidia-smi; $PYTHON -c 'import jax, flax, optax, chex, num
 print(\"jax\", jax.__version__, jax.default_backend(), jax.devices()); print(\"flax\", flax.__version__, \
 \"optax\", optax.__version__, \"chex\", chex.__version__, \"numpy\", numpy.__version__); \
 print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version())'"
-stage check 90 "$PYTHON" -m benchmarks.gpu_check --configs "$CHECK_CONFIGS" --out "$OUT/gpu_check.json"
+stage check 100 "$PYTHON" -m benchmarks.gpu_check --configs "$CHECK_CONFIGS" --out "$OUT/gpu_check.json"
 stage train 120 "$PYTHON" -m benchmarks.bench --configs "$CONFIG" --tasks train --peers flax,torch --rounds 9 \
   --no-memory --out "$OUT/bench_train.json"
 stage other 90 "$PYTHON" -m benchmarks.bench --configs "$CONFIG" --tasks forward,rollout --peers flax,torch --rounds 9 \
