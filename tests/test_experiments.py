@@ -47,6 +47,19 @@ def test_forecast_quick(tmp_path):
         assert v["mase"] / v["mae"] == pytest.approx(methods["persistence"]["mase"] / methods["persistence"]["mae"],
                                                      rel=1e-4)
         assert v["rmse"] >= v["mae"] * (1 - 1e-6)
+    members = m["members"]  # quick: an ensemble of two
+    assert members["seeds"] == [0, 1] and all(len(members[k]) == 2 for k in ("mae", "rmse", "mase"))
+    assert members["mae"][0] != members["mae"][1]  # two networks, not one twice
+    # the forecast is the members' mean: pointwise |mean - truth| <= mean |member - truth|
+    assert methods["seqjax"]["mae"] <= np.mean(members["mae"]) * (1 + 1e-6)
+
+
+def test_forecast_ensemble_seeds_and_size(capsys):
+    assert forecast.member_seeds(0, 10) == list(range(10))
+    assert forecast.member_seeds(3, 4) == [12, 13, 14, 15]  # --seed values never share a member
+    with pytest.raises(SystemExit):
+        forecast.main(["--quick", "--ensemble", "0"])
+    assert "--ensemble must be at least 1; got 0" in capsys.readouterr().err
 
 
 
