@@ -1,4 +1,4 @@
-"""The main job: forecast five years of monthly Mauna Loa CO2 with a stacked LSTM, against naive baselines.
+"""The main job: forecast five years of monthly Mauna Loa CO2 with stacked LSTMs (the mean of ten), against baselines.
 
     python -m experiments.forecast            # defaults: under a minute on a 2-core CPU
     python -m experiments.forecast --quick    # seconds (smoke test)
