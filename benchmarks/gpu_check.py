@@ -40,6 +40,7 @@ ROLLOUT_STEPS = 30
 FLOAT32_TOL = 3e-5  # float32 sums: ~1e-6 relative over these sizes; TF32 matmuls: ~3e-4
 BF16_TOL = 3e-2  # bfloat16 operands (8 significant bits), float32 sums: 1e-3 to 1e-2
 QUANTITIES = ("forward", "gradients", "rollout")
+LAYERS = {"lstm": sj.lstm, "gru": sj.gru}  # `problems.CELLS` -> the layer of that kind
 
 
 class Path(NamedTuple):
@@ -65,7 +66,7 @@ def _reference_call_layer(hidden: int) -> sj.Cell:
 
 def paths(cell: str) -> list[Path]:
     """The paths checked for `cell` ("lstm" or "gru") on this backend."""
-    make = sj.lstm if cell == "lstm" else sj.gru
+    make = LAYERS[cell]
     out = [Path("default", make, FLOAT32_TOL),
            Path("bf16 matmuls", lambda h: make(h, matmul_dtype=jnp.bfloat16), BF16_TOL)]
     if cell == "lstm":
@@ -79,7 +80,7 @@ def paths(cell: str) -> list[Path]:
 def _draw(config: problems.Config, cell: str, seed: int):
     """float32 NumPy params, carry, inputs and targets of `chain(cell, dense(F))` at `config`: the model's own
     initialisation plus noise (so no bias is zero), a random carry."""
-    model = sj.chain(sj.lstm(config.hidden) if cell == "lstm" else sj.gru(config.hidden), sj.dense(config.features))
+    model = sj.chain(LAYERS[cell](config.hidden), sj.dense(config.features))
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda p: np.float32(np.asarray(p) + rng.normal(0, 0.05, np.shape(p))),
                           model.init(jax.random.key(seed), config.features))
@@ -107,7 +108,7 @@ def _results(model: sj.Cell, params, carry, xs, targets, steps: int) -> dict:
 
 def reference(cell: str, hidden: int, features: int, params, carry, xs, targets, steps: int) -> dict:
     """`_results` of the reference loop over `cell.step` in float64 on the CPU, from the same values."""
-    layer = (sj.lstm if cell == "lstm" else sj.gru)(hidden)._replace(sequence=None)
+    layer = LAYERS[cell](hidden)._replace(sequence=None)
     model = sj.chain(layer, sj.dense(features))
     cpu = jax.devices("cpu")[0]
     with jax.enable_x64(True), jax.default_device(cpu):
@@ -169,8 +170,7 @@ def table(rows: list[dict]) -> str:
 
 def plans(configs) -> dict:
     """What `plan_for` gives each config and cell on this backend."""
-    return {f"{c.name}/{cell}": {k: v for k, v in plan_for(c.batch, c.time, c.features, c.hidden, cell)
-                                 ._asdict().items()}
+    return {f"{c.name}/{cell}": plan_for(c.batch, c.time, c.features, c.hidden, cell)._asdict()
             for c in configs for cell in problems.CELLS}
 
 

@@ -276,8 +276,10 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         on the native closed-loop kernel; None where it does not apply (as `native_layer`, or a head or `x0`
         not float32)."""
         head = _float32_head(w_d, b_d, x0)
+        if head is None:
+            return None
         batch, features = x0.shape
-        layer = native_layer(params, carry, batch, features, steps) if head is not None else None
+        layer = native_layer(params, carry, batch, features, steps)
         if layer is None:
             return None
         new_carry, ys = native.layer_closed_loop(native_kernels, layer.weights, layer.carry, x0, *head, steps,
