@@ -4,6 +4,7 @@
     python -m benchmarks.attempts --config large --what overlap,gru_forward,gru_train
     python -m benchmarks.attempts --config large --what chunks,blas
     python -m benchmarks.attempts --config many --what head
+    python -m benchmarks.attempts --config large --what strassen
     python -m benchmarks.attempts --config medium --what devices
     python -m benchmarks.attempts --config medium --what lanes
     python -m benchmarks.attempts --config medium --what native,native_train
@@ -51,6 +52,17 @@ def _describe(plan: Plan) -> str:
 def _plan(plan: Plan):
     old = fast_common.plan_for
     fast_common.plan_for = lambda *a, **k: plan
+    try:
+        yield
+    finally:
+        fast_common.plan_for = old
+
+
+@contextlib.contextmanager
+def _plan_fields(**fields):
+    """Every plan `plan_for` picks, with `fields` replaced."""
+    old = fast_common.plan_for
+    fast_common.plan_for = lambda *a, **k: old(*a, **k)._replace(**fields)
     try:
         yield
     finally:
@@ -634,6 +646,30 @@ def rollout_variants(problem):
     return out
 
 
+def strassen_variants(problem):
+    """The bench's LSTM rollout (`sj.scan` warm-up, then `sj.rollout` of `chain(lstm, dense)`, as the README
+    teaches) with the closed-loop kernel's steps by Strassen's product (`Plan.native_strassen`) and by the plain
+    one, each twice so the spread between identical contenders shows. Returns the closed-loop outputs."""
+    cfg = problem.config
+    params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
+              {k: jnp.asarray(v) for k, v in problem.head.items()})
+    context = jnp.asarray(problem.context)
+    model = sj.chain(sj.lstm(cfg.hidden), sj.dense(cfg.features))
+
+    def predict(params, context):
+        carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)
+        return sj.rollout(model, params, carry, ys[:, -1], problem.closed_loop)[1]
+
+    out = {}
+    for copy in ("A", "B"):
+        for label, strassen in (("Strassen's product", True), ("plain product", False)):
+            with _plan_fields(native_strassen=strassen):
+                # a new function each time (JAX reuses a function's trace), traced under the plan
+                fn = jax.jit(lambda p, c: predict(p, c)).lower(params, context).compile()
+            out[f"closed loop by the {label} ({copy})"] = lambda fn=fn: fn(params, context)
+    return out
+
+
 def overlap_variants(problem):
     """A recomputed forward loop and a backward loop over the whole sequence: as two loops, or as one loop
     doing a step of each per iteration (the two are independent, as the recomputation of chunk `j - 1`
@@ -812,7 +848,7 @@ def devices_loop(config, cell_name: str, steps: int, wait: bool) -> float:
 
 
 VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants,
-            "overlap": overlap_variants, "gru_forward": gru_forward_variants, "gru_train": gru_train_variants,
+            "overlap": overlap_variants, "strassen": strassen_variants, "gru_forward": gru_forward_variants, "gru_train": gru_train_variants,
             "chunks": chunk_variants,
             "head": head_variants,
             "native": native_variants,

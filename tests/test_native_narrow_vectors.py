@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILDS = {"avx2": ("-mno-avx512f", 32), "sse2": ("-mno-avx", 16)}
 TEST_FILES = ["tests/test_native.py", "tests/test_native_gru.py", "tests/test_native_closed_loop.py",
               "tests/test_native_stack_closed_loop.py", "tests/test_native_train_head.py",
-              "tests/test_native_batch_split.py"]
+              "tests/test_native_batch_split.py", "tests/test_native_strassen.py"]
 SELECTED = "float64_numpy or same_bits"  # every kernel against float64 NumPy, and one thread against all
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 

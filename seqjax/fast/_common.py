@@ -63,7 +63,8 @@ def _time_major(ys, batch_major: bool):
 class NativeLayer(NamedTuple):
     """A layer of a stacked closed loop on the native kernels (`native.stack_closed_loop`): its `kernels`,
     `weights`, `carry` (a tuple of `[B, H]` arrays), the type its final carry is returned as, its input and
-    hidden widths, its cell ("lstm" or "gru"), and the cores its plan gives a one-layer closed loop."""
+    hidden widths, its cell ("lstm" or "gru"), the cores its plan gives a one-layer closed loop, and whether that
+    loop takes Strassen's product (`Plan.native_strassen`)."""
 
     kernels: native.Kernels
     weights: engine.Weights
@@ -73,6 +74,7 @@ class NativeLayer(NamedTuple):
     hidden: int
     cell: str
     eval_threads: int
+    strassen: bool = False
 
 
 def stack_closed_loop(layers, params, carry, x0, steps: int, w_d, b_d):
@@ -127,7 +129,8 @@ def _native_loop(maths: engine.Gated, plan, kernels: native.Kernels, head=None):
     def forward(w, carry, xs_TB, affine=None):
         layout = affine is not None or batch_major  # the head's outputs: always `[B, T, O]`
         new_carry, ys = native.layer_forward(kernels, w, carry, xs_TB, batch_major=layout,
-                                             threads=plan.native_eval_threads, head=affine)
+                                             threads=plan.native_eval_threads, head=affine,
+                                             strassen=plan.native_strassen)
         return new_carry, _time_major(ys, layout)
 
     def inside_affine(head_params):
@@ -268,7 +271,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         if not plan.native_closed_loop or not native.available():
             return None
         return NativeLayer(native_kernels, weights(params), tuple(carry), carry_type, features, hidden, maths.name,
-                           plan.native_eval_threads)
+                           plan.native_eval_threads, plan.native_strassen)
 
     def closed_loop(params, carry, x0, steps: int, w_d, b_d):
         """`(carry, ys [B, steps, F])`: `steps` closed-loop steps from `x0 [B, F]` through the layer and the
@@ -283,7 +286,7 @@ def fast_sequence(step, initial_carry, maths: engine.Gated, *, maths_supported: 
         if layer is None:
             return None
         new_carry, ys = native.layer_closed_loop(native_kernels, layer.weights, layer.carry, x0, *head, steps,
-                                                 threads=layer.eval_threads)
+                                                 threads=layer.eval_threads, strassen=layer.strassen)
         return carry_type(*new_carry), ys
 
     sequence.takes_head = True

@@ -68,6 +68,8 @@ _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
             TARGET_GRU_HEAD: "SeqjaxGruForwardHead", TARGET_TRAIN_HEAD: "SeqjaxLstmForwardTrainHead",
             TARGET_BACKWARD_HEAD: "SeqjaxLstmBackwardHead", TARGET_GRU_TRAIN_HEAD: "SeqjaxGruForwardTrainHead",
             TARGET_GRU_BACKWARD_HEAD: "SeqjaxGruBackwardHead", TARGET_STACK_CLOSED_LOOP: "SeqjaxStackClosedLoop"}
+# the kernels that take `strassen` (`layer_forward`, `layer_closed_loop`): the LSTM's evaluation and closed loop
+_STRASSEN_TARGETS = (TARGET, TARGET_HEAD, TARGET_CLOSED_LOOP)
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 COMPILE_FLAGS = ("-O3", "-std=c++17", "-pthread")  # then arch_flag() and extra_flags()
 _SHARED_FLAGS = ("-shared", "-fPIC")
@@ -266,12 +268,12 @@ GRU = Kernels(TARGET_GRU, TARGET_GRU_HEAD, None, TARGET_GRU_BACKWARD, TARGET_GRU
 
 
 def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, threads: int, head=None,
-             keeps_cs: bool = False, keeps_gates: bool = False, keeps_hs: bool = False):
+             keeps_cs: bool = False, keeps_gates: bool = False, keeps_hs: bool = False, strassen: bool = False):
     """The forward kernel `target`'s outputs: `ys` (the head's outputs with `head = (w_d, b_d)`); where it
     `keeps_hs` (training with a head) every step's `h`; where it `keeps_cs` (the LSTM's training kernels) every
     step's `c` and its activated gates (`keeps_gates`: laid out as `ys` with `4 * 16` columns a group of 16 units;
     else an empty array); the final carry (`h, c` or the GRU's `h`). `w_x, w_h, b`: in four gate blocks
-    (`Kernels.blocks`)."""
+    (`Kernels.blocks`). `strassen`: as `layer_forward`'s."""
     _require(target)
     time, batch, _ = xs_TB.shape
     hidden = w_h.shape[0]
@@ -289,18 +291,25 @@ def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, t
         gates = sequence(w.shape[0] * 4 * UNITS) if keeps_gates else jax.ShapeDtypeStruct((0,), jnp.float32)
         sequences += (sequence(hidden), gates)
         attrs = {"keep_gates": keeps_gates}
+    if target in _STRASSEN_TARGETS:
+        attrs["strassen"] = bool(strassen)
     call = jax.ffi.ffi_call(target, sequences + (state,) * len(carry), vmap_method="sequential")
     head_columns = () if head is None else _head_columns(*head)
     return call(xs_TB, w, bias, *carry, *head_columns, batch_major=batch_major, threads=np.int64(threads), **attrs)
 
 
 def layer_forward(kernels: Kernels, weights, carry: tuple, xs_TB, *, batch_major: bool = True, threads: int = 0,
-                  head=None):
+                  head=None, strassen: bool = False):
     """`(carry, ys)` of `kernels`' layer with `weights = (w_x, w_h, b_x, b_h)` over `xs_TB [T, B, F]` from
     `carry` (`[B, H]` arrays), float32: `ys [B, T, H]` when `batch_major`, else `[T, B, H]`; with `head = (w_d
-    [H, O], b_d [O])`, those of the affine head `y_t = h_t w_d + b_d` inside the kernel instead (`[.., O]`)."""
+    [H, O], b_d [O])`, those of the affine head `y_t = h_t w_d + b_d` inside the kernel instead (`[.., O]`).
+
+    `strassen` (LSTM; H a multiple of 32 and a batch wide enough, else ignored): each step's `h w_h` by one level
+    of Strassen's product (Winograd's form), 7 products of half the depth where the plain one takes 8: the same
+    maths in another order of float32 roundings."""
     target = kernels.forward if head is None else kernels.head
-    ys, *carry = _forward(target, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads, head)
+    ys, *carry = _forward(target, *kernels.blocks(*weights), carry, xs_TB, batch_major, threads, head,
+                          strassen=strassen)
     return tuple(carry), ys
 
 
@@ -380,7 +389,8 @@ def layer_backward_head(kernels: Kernels, weights, carry: tuple, xs_TB, kept: tu
     return grads, d_carry0, dxs, (dw_d[:hidden, :width], jnp.sum(d_out, axis=(0, 1)))
 
 
-def layer_closed_loop(kernels: Kernels, weights, carry: tuple, x0, w_d, b_d, steps: int, *, threads: int = 0):
+def layer_closed_loop(kernels: Kernels, weights, carry: tuple, x0, w_d, b_d, steps: int, *, threads: int = 0,
+                      strassen: bool = False):
     """`(carry, ys [B, steps, F])`: `steps` closed-loop steps of `kernels`' layer and an affine head from `x0
     [B, F]` and `carry`, float32: `carry_t = cell(x_t, carry_(t-1))`, `y_t = h_t w_d + b_d` (`w_d [H, F]`, `b_d
     [F]`), `x_(t+1) = y_t`. The final carry has consumed `x_0 .. x_(steps-1)`.
@@ -388,7 +398,9 @@ def layer_closed_loop(kernels: Kernels, weights, carry: tuple, x0, w_d, b_d, ste
     After the first step the fed-back input's projection is folded into the recurrent one (`x_(t+1) w_x =
     h_t (w_d w_x) + b_d w_x`): the same maths in another order of float32 roundings, one `[B, H] x [H, 4H]`
     matmul a step instead of `[B, F + H] x [F + H, 4H]` and the head's product off the recurrence (a GRU's
-    candidate block `x w_n` becomes a fourth block of `h`'s)."""
+    candidate block `x w_n` becomes a fourth block of `h`'s).
+
+    `strassen`: the folded steps by Strassen's product, as in `layer_forward`."""
     _require(kernels.closed_loop)
     batch, features = x0.shape
     w_x, w_h, b = kernels.blocks(*weights)
@@ -398,8 +410,9 @@ def layer_closed_loop(kernels: Kernels, weights, carry: tuple, x0, w_d, b_d, ste
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, steps, features), jnp.float32)
     call = jax.ffi.ffi_call(kernels.closed_loop, (ys,) + (state,) * len(carry), vmap_method="sequential")
+    options = {"strassen": bool(strassen)} if kernels.closed_loop in _STRASSEN_TARGETS else {}
     ys, *carry = call(x0[None], w, bias, *carry, w_folded, bias_folded, *_head_columns(w_d, b_d),
-                      threads=np.int64(threads))
+                      threads=np.int64(threads), **options)
     return tuple(carry), ys
 
 
@@ -452,20 +465,23 @@ def stack_closed_loop(layers, x0, w_d, b_d, steps: int, *, threads: int = 0):
     return tuple(carries), ys
 
 
-def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0):
+def lstm_forward(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0, strassen: bool = False):
     """`((h, c), ys)` of an LSTM layer (`sj.lstm`'s maths and gate order `[i, f, g, o]`) over `xs_TB
     [T, B, F]` from the carry `h, c [B, H]`, float32. `ys` is `[B, T, H]` when `batch_major` (written in
     that layout by the kernel), else `[T, B, H]`. `threads`: cores at most (0: all). Builds and registers
-    the kernel on first use; raises RuntimeError (with the reason) where it is not `available()`."""
-    return layer_forward(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, batch_major=batch_major, threads=threads)
+    the kernel on first use; raises RuntimeError (with the reason) where it is not `available()`. `strassen`:
+    as `layer_forward`'s."""
+    return layer_forward(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, batch_major=batch_major, threads=threads,
+                         strassen=strassen)
 
 
-def lstm_forward_head(w_x, w_h, b, h, c, xs_TB, w_d, b_d, *, batch_major: bool = True, threads: int = 0):
+def lstm_forward_head(w_x, w_h, b, h, c, xs_TB, w_d, b_d, *, batch_major: bool = True, threads: int = 0,
+                      strassen: bool = False):
     """`((h, c), ys)`: `lstm_forward` followed by the affine head `y_t = h_t w_d + b_d` (`w_d [H, O]`, `b_d
     [O]`) inside the kernel, which writes only the head's outputs: `ys [B, T, O]` when `batch_major`, else
     `[T, B, O]`."""
     return layer_forward(LSTM, (w_x, w_h, b, None), (h, c), xs_TB, batch_major=batch_major, threads=threads,
-                         head=(w_d, b_d))
+                         head=(w_d, b_d), strassen=strassen)
 
 
 def lstm_forward_train(w_x, w_h, b, h, c, xs_TB, *, batch_major: bool = True, threads: int = 0,
@@ -485,9 +501,10 @@ def lstm_backward(w_x, w_h, b, h, c, xs_TB, kept, dys, dh, dc, *, batch_major: b
     return grads[:3], d_carry, dxs
 
 
-def lstm_closed_loop(w_x, w_h, b, h, c, x0, w_d, b_d, steps: int, *, threads: int = 0):
+def lstm_closed_loop(w_x, w_h, b, h, c, x0, w_d, b_d, steps: int, *, threads: int = 0, strassen: bool = False):
     """`((h, c), ys [B, steps, F])`: `layer_closed_loop` of an LSTM layer (`lstm_forward`'s maths)."""
-    return layer_closed_loop(LSTM, (w_x, w_h, b, None), (h, c), x0, w_d, b_d, steps, threads=threads)
+    return layer_closed_loop(LSTM, (w_x, w_h, b, None), (h, c), x0, w_d, b_d, steps, threads=threads,
+                             strassen=strassen)
 
 
 def gru_forward(w_x, w_h, b_x, b_h, h, xs_TB, *, batch_major: bool = True, threads: int = 0):

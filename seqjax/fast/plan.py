@@ -40,7 +40,8 @@ class Plan(NamedTuple):
     head that is one linear `dense` runs inside the training kernels too (its outputs formed in the forward
     pass, their gradient taken in by the backward pass, which writes no gradient of the layer's outputs);
     `native_closed_loop`: `sj.rollout` of the layer and a dense head, fed back unchanged, on the native
-    closed-loop kernel (and the layer in a stacked one, `stack_closed_loop_threads`)."""
+    closed-loop kernel (and the layer in a stacked one, `stack_closed_loop_threads`); `native_strassen`: that
+    kernel's steps by one level of Strassen's product (LSTM; the same maths in other float32 roundings)."""
 
     unroll: int = 1
     hoist: bool = False
@@ -58,6 +59,7 @@ class Plan(NamedTuple):
     native_keep_gates: bool = False
     native_train_head: bool = False
     native_closed_loop: bool = False
+    native_strassen: bool = False
 
 
 # XLA:CPU allocates one temporary buffer per call; while it stays under glibc's largest mmap threshold
@@ -223,6 +225,14 @@ _NATIVE_SHARED_MACS = 2**20
 # split at these sizes (the small layer's forward, T 25-200, ms: on all 0.49-1.81, on one 0.38-1.55), and
 # after calls of PyTorch's (its threads spinning) as well.
 _NATIVE_SHARED_CALL_MACS = 2**23
+# The LSTM closed loop's folded steps by one level of Strassen's product (Winograd's form: 7 products of half the
+# depth where the plain step takes 8; `kernels/lstm_cpu.cc`, `strassen_rows`) against the plain step, the kernel
+# call alone, 200 steps, interleaved medians, ms (both cores): B 64 F 8 H 128 9.49 vs 10.27 (1.08x); large (B 128 F
+# 32 H 256) 65.3 vs 70.6 (1.08x); many (B 1,024 F 8 H 128) 143-148 vs 150-164 (1.04-1.11x over three runs); B 256
+# F 8 H 128 1.05x; B 64 F 8 H 256 1.11x; B 128 F 8 H 512 1.12x; but B 32 F 2 H 32 0.97x, B 48 F 4 H 64 1.00x,
+# B 512 F 16 H 64 1.01x: from `_STRASSEN_HIDDEN` units. The kernel itself keeps the plain step where the batch
+# gives fewer than two of its chunks (pairs of 4-6-row blocks) to each thread (B 16 F 8 H 256: 0.59x, one chunk).
+_STRASSEN_HIDDEN = 128
 _NATIVE_HEAD_BYTES = 20 * 2**20
 _NATIVE_TRAIN_BYTES = 64 * 2**20
 NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training kernels keep (outputs, LSTM's `c`)
@@ -232,7 +242,8 @@ def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) 
     """The `native` fields of the CPU plan: the kernels for LSTM and GRU layers from `_NATIVE_MACS` per step;
     with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays
     under `_NATIVE_TRAIN_BYTES`, an LSTM's gates kept too (twice that memory again) where its kernels get huge
-    pages, and a linear dense head inside them from `_NATIVE_SHARED_MACS`; closed loops at every size; on one
+    pages, and a linear dense head inside them from `_NATIVE_SHARED_MACS`; closed loops at every size, an LSTM's
+    by Strassen's product from `_STRASSEN_HIDDEN` units; on one
     core below `_NATIVE_SHARED_MACS`, except evaluation and closed loops of `time` steps that do at least
     `_NATIVE_SHARED_CALL_MACS` multiply-adds in all (from `_NATIVE_MACS` a step)."""
     if cell not in NATIVE_KEPT:
@@ -246,6 +257,7 @@ def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) 
     return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES, "native_train": train,
             "native_keep_gates": train and cell == "lstm" and kernel_huge_pages(),
             "native_train_head": train and macs >= _NATIVE_SHARED_MACS, "native_closed_loop": True,
+            "native_strassen": cell == "lstm" and hidden >= _STRASSEN_HIDDEN,
             "native_threads": 1 if macs < _NATIVE_SHARED_MACS else 0, "native_eval_threads": eval_threads}
 
 

@@ -470,10 +470,21 @@ inline void activate(vf (&z)[4]) {
 // kz (or null): where the rows' activated gates i, f, g, o go (64 floats a row, rows kzs apart).
 // (`Backward::gates` repeats its first lines: a shared helper taking a per-row lambda measured 3-5% slower.)
 template <int MR, class Out>
+inline void cell_update(int64_t H, vf (&z)[MR][4], float* c, float* h_next, int64_t g, int64_t b0, Out&& out,
+                        float* kz, int64_t kzs);
+
+template <int MR, class Out>
 inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev, const float* w, const float* bias,
                       float* c, float* h_next, int64_t g, int64_t b0, Out&& out, float* kz, int64_t kzs) {
   vf z[MR][4];
   preactivations<MR>(F, H, x, h_prev + b0 * H, H, w, bias, g, z);
+  cell_update<MR>(H, z, c, h_next, g, b0, out, kz, kzs);
+}
+
+// The rest of `cell_rows` from the rows' pre-activations z: the gates, c updated in place, h_next written, out.
+template <int MR, class Out>
+inline void cell_update(int64_t H, vf (&z)[MR][4], float* c, float* h_next, int64_t g, int64_t b0, Out&& out,
+                        float* kz, int64_t kzs) {
   const int64_t u0 = g * U;
   const int valid = static_cast<int>(std::min<int64_t>(U, H - u0));
   // the rows unrolled, here and in the other three per-row loops after a product: as a loop GCC 12 ran them from
@@ -491,6 +502,129 @@ inline void cell_rows(int64_t F, int64_t H, const float* x, const float* h_prev,
     store_part(cb, cn, valid);
     store_part(h_next + b * H + u0, hv, valid);
     out(b, hv, cn);
+  }
+}
+
+// ---- Strassen's product ----------------------------------------------------------------------------------
+// An LSTM step's recurrent product h w_h by one level of Winograd's form of Strassen's product: 7 products of half
+// the depth instead of 8, 12.5% fewer multiply-adds. A chunk's 2 MR rows are split into a top half (rows
+// b0..b0+MR-1) and a bottom half, h's units (the depth) into their first and second halves, and the groups of units
+// into p and p + G / 2; with A = [A11 A12; A21 A22] (h's quarters) and B = [B11 B12; B21 B22] (w_h's),
+//   S1 = A21 + A22, S2 = S1 - A11, S3 = A11 - A21, S4 = A12 - S2;  T1 = B12 - B11, T2 = B22 - T1,
+//   T3 = B22 - B12, T4 = T2 - B21;  M1 = A11 B11, M2 = A12 B21, M3 = S4 B22, M4 = A22 T4, M5 = S1 T1, M6 = S2 T2,
+//   M7 = S3 T3;  U2 = M1 + M6, U3 = U2 + M7;
+//   C11 = M1 + M2, C12 = U2 + M5 + M3, C21 = U3 - M4, C22 = U3 + M5.
+// The T's are formed once per call (`strassen_weights`), the S's once per step and chunk. Each C tile is all four
+// gates of one group for MR rows; the input's product x w_x (where the step has inputs) is added to it directly, and
+// it is finished by `cell_update` as in `cell_rows`. The same maths in another order of float32 roundings (tests:
+// the reference loop's tolerance). Evaluation only: no gates or c kept.
+
+// Whether a layer with H units can take Strassen's product: both halves of h and of the groups whole.
+inline bool strassen_fits(int64_t H) { return H >= 32 && H % 32 == 0; }
+
+// w_h's rows of every group (group g's at wh + g * gs, [H, 64]) -> ws [G / 2, 7, H / 2, 64]: per pair of groups p,
+// p + G / 2 the operands B11, B21, B22, T1, T2, T3 and -T4 of `strassen_rows`.
+inline void strassen_weights(int64_t H, int64_t G, const float* wh, int64_t gs, float* ws) {
+  const int64_t K = H / 2, P = G / 2;
+  for (int64_t p = 0; p < P; ++p) {
+    const float *w1 = wh + p * gs, *w2 = wh + (p + P) * gs;
+    float* o = ws + p * 7 * K * GW;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < GW; ++j) {
+        const float b11 = w1[k * GW + j], b12 = w2[k * GW + j], b21 = w1[(K + k) * GW + j],
+                    b22 = w2[(K + k) * GW + j];
+        const float t1 = b12 - b11, t2 = b22 - t1, t3 = b22 - b12, t4 = t2 - b21;
+        const float m[7] = {b11, b21, b22, t1, t2, t3, -t4};
+        for (int i = 0; i < 7; ++i) o[(i * K + k) * GW + j] = m[i];
+      }
+  }
+}
+
+// One step of `strassen_rows`: h_prev [B, H] -> c updated in place, h_next [B, H] written; ws: `strassen_weights`;
+// bias [G * 64]; inputs (F > 0): row b's x at x + b F, group g's packed w_x at wx + g (F + H) 64; kept (or null):
+// row b's new h at kept + b ks (the layer's outputs).
+struct StrassenStep {
+  int64_t H, G, F;
+  const float *h_prev, *ws, *bias, *x, *wx;
+  float *c, *h_next, *kept;
+  int64_t ks;
+};
+
+// out = init (+ init2) + a w (+ a2 w2) for MR rows of a (stride ar) and w [K, 64], and of a2 (stride K2) and w2 [K2,
+// 64] where K2 > 0 (init, init2 or null: zeros), in a function of its own so that the products of `strassen_rows`
+// share one copy of its code (inlined, they took 47 KB, more than a level-1 instruction cache); out may be init.
+template <int MR>
+__attribute__((noinline)) void strassen_product(int64_t K, const float* a, int64_t ar, const float* w,
+                                                const vf (*init)[4], const vf (*init2)[4], vf (&out)[MR][4],
+                                                int64_t K2 = 0, const float* a2 = nullptr,
+                                                const float* w2 = nullptr) {
+  vf z[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) z[r][j] = init ? (init2 ? init[r][j] + init2[r][j] : init[r][j]) : vf{};
+  gemm_acc<MR, 4>(K, a, ar, 1, w, GW, z, K2, a2, K2, w2);
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) out[r][j] = z[r][j];
+}
+
+// `cell_update` of the rows b0.. and group g from the pre-activations z (+ z2, or null) + the bias
+template <int MR>
+__attribute__((noinline)) void strassen_finish(const StrassenStep& s, const vf (&z)[MR][4], const vf (*z2)[4],
+                                               int64_t g, int64_t b0) {
+  vf y[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) y[r][j] = (z2 ? z[r][j] + z2[r][j] : z[r][j]) + load(s.bias + g * GW + j * L);
+  float* kept = s.kept ? s.kept + g * U : nullptr;
+  cell_update<MR>(s.H, y, s.c, s.h_next, g, b0, [&](int64_t b, vf h, vf) { if (kept) store(kept + b * s.ks, h); },
+                  nullptr, 0);
+}
+
+// `StrassenStep` s for Q pairs of row blocks from row b0, 2 MR rows each (see above; a pair's top half first).
+// sums: scratch for S1..S4, 4 Q MR H / 2 floats.
+template <int MR, int Q>
+inline void strassen_rows(const StrassenStep& s, int64_t b0, float* sums) {
+  const int64_t H = s.H, K = H / 2, P = s.G / 2;
+  auto top = [&](int q) { return s.h_prev + (b0 + 2 * q * MR) * H; };  // pair q's rows [A11 A12]; then [A21 A22]
+  auto sum = [&](int q, int i) { return sums + (4 * q + i) * MR * K; };  // its S1..S4 (i = 0..3)
+  auto rows = [&](int q, bool bottom) { return b0 + (2 * q + bottom) * MR; };
+  auto x = [&](int q, bool bottom) { return s.x + rows(q, bottom) * s.F; };
+  auto wx = [&](int64_t g) { return s.wx + g * (s.F + H) * GW; };
+  for (int q = 0; q < Q; ++q)
+    for (int r = 0; r < MR; ++r)
+      for (int64_t k = 0; k < K; k += L) {
+        const float *t = top(q) + r * H + k, *b = t + MR * H;
+        const vf a11 = load(t), a12 = load(t + K), a21 = load(b), a22 = load(b + K), v1 = a21 + a22, v2 = v1 - a11;
+        store(sum(q, 0) + r * K + k, v1);
+        store(sum(q, 1) + r * K + k, v2);
+        store(sum(q, 2) + r * K + k, a11 - a21);
+        store(sum(q, 3) + r * K + k, a12 - v2);
+      }
+  // each product for every pair q in turn: its weight operand is read from L2 once for all Q
+  for (int64_t p = 0; p < P; ++p) {
+    const float* wp = s.ws + p * 7 * K * GW;
+    auto operand = [&](int i) { return wp + i * K * GW; };
+    vf z[Q][MR][4], m1[Q][MR][4], u2[Q][MR][4], u3[Q][MR][4], m5[Q][MR][4];
+    for (int q = 0; q < Q; ++q) strassen_product<MR>(K, top(q), H, operand(0), nullptr, nullptr, m1[q]);  // M1
+    for (int q = 0; q < Q; ++q) {  // C11 = M1 + M2 (+ its inputs' product)
+      strassen_product<MR>(K, top(q) + K, H, operand(1), m1[q], nullptr, z[q], s.F, x(q, false), wx(p));
+      strassen_finish<MR>(s, z[q], nullptr, p, rows(q, false));
+    }
+    for (int q = 0; q < Q; ++q) strassen_product<MR>(K, sum(q, 1), K, operand(4), m1[q], nullptr, u2[q]);  // U2
+    for (int q = 0; q < Q; ++q) strassen_product<MR>(K, sum(q, 2), K, operand(5), u2[q], nullptr, u3[q]);  // U3
+    for (int q = 0; q < Q; ++q) strassen_product<MR>(K, sum(q, 0), K, operand(3), nullptr, nullptr, m5[q]);  // M5
+    for (int q = 0; q < Q; ++q) {  // C12 = U2 + M5 + M3, C22 = U3 + M5
+      strassen_product<MR>(K, sum(q, 3), K, operand(2), u2[q], m5[q], z[q], s.F, x(q, false), wx(p + P));
+      strassen_finish<MR>(s, z[q], nullptr, p + P, rows(q, false));
+      if (s.F > 0) {
+        strassen_product<MR>(s.F, x(q, true), s.F, wx(p + P), u3[q], m5[q], z[q]);
+        strassen_finish<MR>(s, z[q], nullptr, p + P, rows(q, true));
+      } else {
+        strassen_finish<MR>(s, u3[q], m5[q], p + P, rows(q, true));
+      }
+    }
+    for (int q = 0; q < Q; ++q) {  // C21 = U3 - M4
+      strassen_product<MR>(K, top(q) + MR * H + K, H, operand(6), u3[q], nullptr, z[q], s.F, x(q, true), wx(p));
+      strassen_finish<MR>(s, z[q], nullptr, p, rows(q, true));
+    }
   }
 }
 
@@ -568,6 +702,8 @@ struct Forward {
   int64_t FO = 0, FP = 0;
   float* hs = nullptr;  // (or null) with a head: every step's h as well, laid out as cs (training)
   const float *wf = nullptr, *biasf = nullptr;
+  bool strassen = false;  // the recurrent products by `strassen_rows` where they fit (`forward` forms ws)
+  const float* ws = nullptr;  // (or null) `strassen_weights` of w_h (of wf in a closed loop, after its first step)
 
   int64_t out_row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
 
@@ -592,6 +728,50 @@ struct Forward {
       cell_rows<MR>(folded ? 0 : F, H, x, h_prev, wt, bt, c, h_next, g, b0, out,
                     zs ? zs + out_row(t, b0) * G * GW + g * GW : nullptr, (batch_major ? T : 1) * G * GW);
   }
+  // Chunks of rows for `strassen_rows`: pairs of row blocks of MR rows, MR 4..6, and their count a multiple of 4,
+  // grouped two by two where both have the same MR (one where not); and a last one of (B - 1, 0) where B is odd (one
+  // row on `cells`). Two threads take as many. The same chunks for any number of threads, so the same bits wherever
+  // there are at least two a thread (`run` takes the plain product where not). None where the batch is too narrow
+  // for one pair of 4 rows.
+  struct StrassenChunk {
+    int64_t r0;
+    int mr, pairs;  // mr 0: one row on `cells`
+  };
+  std::vector<StrassenChunk> strassen_chunks() const {
+    std::vector<StrassenChunk> chunks;
+    for (int64_t multiple : {4, 2}) {
+      const int64_t P = (B + 12 * multiple - 1) / (12 * multiple) * multiple;
+      const int64_t mr = B / (2 * P), extra = (B - 2 * P * mr) / 2;
+      if (mr < 4) continue;
+      for (int64_t i = 0, r = 0; i < P;) {
+        const int m = static_cast<int>(mr + (i < extra ? 1 : 0));
+        const int n = i + 1 < P && mr + (i + 1 < extra ? 1 : 0) == m ? 2 : 1;
+        chunks.push_back({r, m, n});
+        r += 2 * m * n;
+        i += n;
+      }
+      if (B % 2) chunks.push_back({B - 1, 0, 0});
+      break;
+    }
+    return chunks;
+  }
+  // step t of every group for the chunk's rows by `strassen_rows` (in a closed loop, a folded step: t > 0)
+  void strassen_step(int64_t t, const StrassenChunk& k, float* sums) const {
+    const bool folded = wf != nullptr;
+    float* kept = wd ? hs : ys;  // with a head, ys holds its outputs
+    const StrassenStep s{H, G, folded ? 0 : F, hbuf + (t % 2) * B * H, ws, folded ? biasf : bias,
+                         folded ? nullptr : xs + t * B * F, w, c, hbuf + ((t + 1) % 2) * B * H,
+                         kept ? kept + out_row(t, 0) * H : nullptr, (batch_major ? T : 1) * H};
+    auto run = [&](auto mr, auto q) { strassen_rows<mr.value, q.value>(s, k.r0, sums); };
+    using one = std::integral_constant<int, 1>;
+    using two = std::integral_constant<int, 2>;
+    auto pairs = [&](auto mr) { return k.pairs == 2 ? run(mr, two{}) : run(mr, one{}); };
+    switch (k.mr) {
+      case 4: pairs(std::integral_constant<int, 4>{}); break;
+      case 5: pairs(std::integral_constant<int, 5>{}); break;
+      default: pairs(std::integral_constant<int, 6>{}); break;
+    }
+  }
   // step t of the groups g0..g1-1 for the rows r0..r1-1
   void cells(int64_t t, int64_t g0, int64_t g1, int64_t r0, int64_t r1) const {
     for (int64_t g = g0; g < g1; ++g) by_rows(r1 - r0, [&](auto mr, int64_t b) { rows<mr.value>(t, g, r0 + b); });
@@ -615,7 +795,27 @@ struct Forward {
     Pool& pool = Pool::get();
     const int n = std::min(threads > 0 ? threads : pool.max_threads(), pool.max_threads());
     const int64_t chunk = row_chunk(B, (F + H) * GW * sizeof(float)), chunks = (B + chunk - 1) / chunk;
-    if (n > 1 && chunks >= 2 * n) {
+    auto pairs = ws ? strassen_chunks() : std::vector<StrassenChunk>{};
+    if (pairs.size() < 2 * static_cast<size_t>(n)) pairs.clear();  // too few for the threads: by units below
+    if (!pairs.empty()) {
+      // By rows as below, each chunk's folded steps by Strassen's product
+      std::atomic<int64_t> next{0};
+      const int64_t count = static_cast<int64_t>(pairs.size());
+      pool.run(n, [&](int, int) {
+        std::vector<float> sums(4 * 2 * 6 * (H / 2));
+        for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
+          const StrassenChunk& chunk = pairs[k];
+          const int64_t r0 = chunk.r0, r1 = r0 + (chunk.mr ? 2 * chunk.mr * chunk.pairs : 1);
+          for (int64_t t = 0; t < T; ++t) {
+            if ((wf && t == 0) || chunk.mr == 0)
+              cells(t, 0, G, r0, r1);
+            else
+              strassen_step(t, chunk, sums.data());
+            head(t, r0, r1);
+          }
+        }
+      });
+    } else if (n > 1 && chunks >= 2 * n) {
       // By rows: batch rows never meet, so each thread takes the next chunk of rows and runs it through every
       // step on its own, with no barrier; a thread the OS pauses (another process on its core) delays only its
       // chunk while the others take the rest.
@@ -995,8 +1195,16 @@ ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, const 
   fw.c = c;
   std::memcpy(h, h0.typed_data(), fw.B * fw.H * sizeof(float));
   if (c) std::memcpy(c, c0, fw.B * fw.H * sizeof(float));
-  std::vector<float> hbuf(2 * fw.B * fw.H);
+  std::vector<float> hbuf(2 * fw.B * fw.H), ws;
   fw.hbuf = hbuf.data();
+  if (fw.strassen && !fw.gru && !fw.cs && !fw.zs && strassen_fits(fw.H)) {
+    ws.resize(7 * fw.G * fw.H * GW / 4);
+    if (fw.wf)
+      strassen_weights(fw.H, fw.G, fw.wf, fw.H * GW, ws.data());
+    else
+      strassen_weights(fw.H, fw.G, fw.w + fw.F * GW, (fw.F + fw.H) * GW, ws.data());
+    fw.ws = ws.data();
+  }
   fw.run();
   return ffi::Error::Success();
 }
@@ -1008,9 +1216,11 @@ Forward gru_cell() {
 }
 
 ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out h, Out c, bool batch_major,
-                           int64_t threads) {
+                           int64_t threads, bool strassen) {
+  Forward fw{};
+  fw.strassen = strassen;
   return forward("seqjax_lstm_forward", xs, w, bias, h0, c0.typed_data(), ys->typed_data(), nullptr,
-                 h->typed_data(), c->typed_data(), batch_major, threads);
+                 h->typed_data(), c->typed_data(), batch_major, threads, fw);
 }
 
 ffi::Error GruForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, Out ys, Out h, bool batch_major, int64_t threads) {
@@ -1027,9 +1237,11 @@ ffi::Error forward_head(const char* name, F32& xs, F32& w, F32& bias, F32& h0, c
 }
 
 ffi::Error LstmForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out h, Out c,
-                               bool batch_major, int64_t threads) {
+                               bool batch_major, int64_t threads, bool strassen) {
+  Forward fw{};
+  fw.strassen = strassen;
   return forward_head("seqjax_lstm_forward_head", xs, w, bias, h0, c0.typed_data(), wd, bd, ys, nullptr,
-                      h->typed_data(), c->typed_data(), batch_major, threads, Forward{});
+                      h->typed_data(), c->typed_data(), batch_major, threads, fw);
 }
 
 ffi::Error GruForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 wd, F32 bd, Out ys, Out h, bool batch_major,
@@ -1170,7 +1382,8 @@ ffi::Error GruBackwardHeadImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 hs, 
 // The closed loop of `Forward`: x0 [1, B, F] (its first input as a sequence of one step), ys [B, S, F]; `loop`:
 // its cell.
 ffi::Error closed_loop(const char* name, F32& x0, F32& w, F32& bias, F32& h0, const float* c0, F32& wf, F32& biasf,
-                       F32& wd, F32& bd, Out& ys, float* h, float* c, int64_t threads, Forward loop) {
+                       F32& wd, F32& bd, Out& ys, float* h, float* c, int64_t threads, Forward loop,
+                       bool strassen = false) {
   auto xd = x0.dimensions(), yd = ys->dimensions();
   const int64_t H = h0.dimensions()[1], G = (H + U - 1) / U;
   if (xd.size() != 3 || xd[0] != 1 || yd.size() != 3 || yd[0] != xd[1] || yd[2] != xd[2])
@@ -1182,13 +1395,14 @@ ffi::Error closed_loop(const char* name, F32& x0, F32& w, F32& bias, F32& h0, co
     return invalid(name, "folded weights");
   loop.wf = wf.typed_data();
   loop.biasf = biasf.typed_data();
+  loop.strassen = strassen;
   return forward(name, x0, w, bias, h0, c0, ys->typed_data(), nullptr, h, c, true, threads, loop);
 }
 
 ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys,
-                              Out h, Out c, int64_t threads) {
+                              Out h, Out c, int64_t threads, bool strassen) {
   return closed_loop("seqjax_lstm_closed_loop", x0, w, bias, h0, c0.typed_data(), wf, biasf, wd, bd, ys,
-                     h->typed_data(), c->typed_data(), threads, Forward{});
+                     h->typed_data(), c->typed_data(), threads, Forward{}, strassen);
 }
 
 ffi::Error GruClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys, Out h,
@@ -1346,12 +1560,12 @@ auto four_arguments() { return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>()
 // LSTM: arguments xs, w, bias, h0, c0; results ys, h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForward, LstmForwardImpl,
                               four_arguments().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
-                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads").Attr<bool>("strassen"));
 
 // arguments xs, w, bias, h0, c0, wd, bd; results ys (the head's), h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardHead, LstmForwardHeadImpl,
                               four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
-                                  .Attr<bool>("batch_major").Attr<int64_t>("threads"));
+                                  .Attr<bool>("batch_major").Attr<int64_t>("threads").Attr<bool>("strassen"));
 
 // results ys, cs, zs (every step's gates with keep_gates, else empty), h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
@@ -1383,7 +1597,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackwardHead, LstmBackwardHeadImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmClosedLoop, LstmClosedLoopImpl,
                               four_arguments().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>()
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads").Attr<bool>("strassen"));
 
 // GRU (`reset_after`): the same without c. Arguments xs, w, bias, h0; results ys, h (also the training forward
 // pass: the backward pass needs only the outputs)
