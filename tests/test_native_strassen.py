@@ -113,12 +113,14 @@ def test_where_it_does_not_apply_the_kernels_take_the_plain_step(b, h, threads):
         jax.tree.map(np.testing.assert_array_equal, run(True), run(False))
 
 
-def test_the_plan_takes_it_for_the_lstm_from_128_units():
+def test_the_plan_takes_it_for_the_lstm_from_128_units_unless_switched_off(monkeypatch):
     for b, h in ((64, 128), (128, 256), (1024, 128)):
         assert plan_module.plan_for(b, 200, 8, h, "lstm", backend="cpu").native_strassen
     assert not plan_module.plan_for(64, 200, 8, 64, "lstm", backend="cpu").native_strassen
     assert not plan_module.plan_for(32, 200, 2, 32, "lstm", backend="cpu").native_strassen
     assert not plan_module.plan_for(64, 200, 8, 128, "gru", backend="cpu").native_strassen
+    monkeypatch.setenv("SEQJAX_STRASSEN", "0")
+    assert not plan_module.plan_for(128, 200, 8, 256, "lstm", backend="cpu").native_strassen
 
 
 def _strassen_attributes(fn, *args) -> dict:
@@ -127,10 +129,13 @@ def _strassen_attributes(fn, *args) -> dict:
     return {target: flag == "true" for target, flag in re.findall(r"custom_call @(\w+)\(.*?strassen = (\w+)", text)}
 
 
-@pytest.mark.parametrize("h, on", [(128, True), (64, False)])
-def test_scan_and_rollout_pass_the_plans_choice_and_equal_the_loop_over_step(h, on):
+@pytest.mark.parametrize("h, on, switched_off", [(128, True, False), (64, False, False), (128, False, True)])
+def test_scan_and_rollout_pass_the_plans_choice_and_equal_the_loop_over_step(h, on, switched_off, monkeypatch):
     """The README's forecast (`sj.scan` over a context, then `sj.rollout`) runs both kernels with the plan's
-    choice, and its numbers are those of the same forecast stepping through `cell.step`."""
+    choice (off with `SEQJAX_STRASSEN=0`), and its numbers are those of the same forecast stepping through
+    `cell.step`."""
+    if switched_off:
+        monkeypatch.setenv("SEQJAX_STRASSEN", "0")
     model = sj.chain(sj.lstm(h), sj.dense(3))
     params = model.init(jax.random.key(1), 3)
     context = jax.random.normal(jax.random.key(2), (64, 6, 3))

@@ -232,7 +232,13 @@ _NATIVE_SHARED_CALL_MACS = 2**23
 # F 8 H 128 1.05x; B 64 F 8 H 256 1.11x; B 128 F 8 H 512 1.12x; but B 32 F 2 H 32 0.97x, B 48 F 4 H 64 1.00x,
 # B 512 F 16 H 64 1.01x: from `_STRASSEN_HIDDEN` units. The kernel itself keeps the plain step where the batch
 # gives fewer than two of its chunks (pairs of 4-6-row blocks) to each thread (B 16 F 8 H 256: 0.59x, one chunk).
+# Its float32 error against float64 measured 1.8-2.7x the plain product's; `SEQJAX_STRASSEN=0` switches it off.
 _STRASSEN_HIDDEN = 128
+
+
+def strassen_allowed() -> bool:
+    """Whether plans may take Strassen's product: unless `SEQJAX_STRASSEN=0` (read when a plan is made)."""
+    return os.environ.get("SEQJAX_STRASSEN", "1") != "0"
 _NATIVE_HEAD_BYTES = 20 * 2**20
 _NATIVE_TRAIN_BYTES = 64 * 2**20
 NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training kernels keep (outputs, LSTM's `c`)
@@ -242,10 +248,10 @@ def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) 
     """The `native` fields of the CPU plan: the kernels for LSTM and GRU layers from `_NATIVE_MACS` per step;
     with a head while the layer's outputs stay under `_NATIVE_HEAD_BYTES`; training while what they keep stays
     under `_NATIVE_TRAIN_BYTES`, an LSTM's gates kept too (twice that memory again) where its kernels get huge
-    pages, and a linear dense head inside them from `_NATIVE_SHARED_MACS`; closed loops at every size, an LSTM's
-    by Strassen's product from `_STRASSEN_HIDDEN` units; on one
-    core below `_NATIVE_SHARED_MACS`, except evaluation and closed loops of `time` steps that do at least
-    `_NATIVE_SHARED_CALL_MACS` multiply-adds in all (from `_NATIVE_MACS` a step)."""
+    pages, and a linear dense head inside them from `_NATIVE_SHARED_MACS`; closed loops at every size; an LSTM's
+    evaluation and closed loop by Strassen's product from `_STRASSEN_HIDDEN` units (unless `strassen_allowed()`
+    says no); on one core below `_NATIVE_SHARED_MACS`, except evaluation and closed loops of `time` steps that do
+    at least `_NATIVE_SHARED_CALL_MACS` multiply-adds in all (from `_NATIVE_MACS` a step)."""
     if cell not in NATIVE_KEPT:
         return {}
     macs = batch * 4 * hidden * (features + hidden)
@@ -257,7 +263,7 @@ def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) 
     return {"native": True, "native_head": outputs <= _NATIVE_HEAD_BYTES, "native_train": train,
             "native_keep_gates": train and cell == "lstm" and kernel_huge_pages(),
             "native_train_head": train and macs >= _NATIVE_SHARED_MACS, "native_closed_loop": True,
-            "native_strassen": cell == "lstm" and hidden >= _STRASSEN_HIDDEN,
+            "native_strassen": cell == "lstm" and hidden >= _STRASSEN_HIDDEN and strassen_allowed(),
             "native_threads": 1 if macs < _NATIVE_SHARED_MACS else 0, "native_eval_threads": eval_threads}
 
 

@@ -523,10 +523,11 @@ inline void cell_update(int64_t H, vf (&z)[MR][4], float* c, float* h_next, int6
 inline bool strassen_fits(int64_t H) { return H >= 32 && H % 32 == 0; }
 
 // w_h's rows of every group (group g's at wh + g * gs, [H, 64]) -> ws [G / 2, 7, H / 2, 64]: per pair of groups p,
-// p + G / 2 the operands B11, B21, B22, T1, T2, T3 and -T4 of `strassen_rows`.
-inline void strassen_weights(int64_t H, int64_t G, const float* wh, int64_t gs, float* ws) {
+// p + G / 2 the operands B11, B21, B22, T1, T2, T3 and -T4 of `strassen_rows`; the pairs p0, p0 + n, .. here.
+inline void strassen_weights(int64_t H, int64_t G, const float* wh, int64_t gs, float* ws, int64_t p0 = 0,
+                             int64_t n = 1) {
   const int64_t K = H / 2, P = G / 2;
-  for (int64_t p = 0; p < P; ++p) {
+  for (int64_t p = p0; p < P; p += n) {
     const float *w1 = wh + p * gs, *w2 = wh + (p + P) * gs;
     float* o = ws + p * 7 * K * GW;
     for (int64_t k = 0; k < K; ++k)
@@ -550,31 +551,29 @@ struct StrassenStep {
   int64_t ks;
 };
 
-// out = init (+ init2) + a w (+ a2 w2) for MR rows of a (stride ar) and w [K, 64], and of a2 (stride K2) and w2 [K2,
-// 64] where K2 > 0 (init, init2 or null: zeros), in a function of its own so that the products of `strassen_rows`
-// share one copy of its code (inlined, they took 47 KB, more than a level-1 instruction cache); out may be init.
+// One tile of `strassen_rows`: z = init (+ init2) + a w (+ a2 w2) for MR rows of a (stride ar) and w [K, 64], and
+// of a2 (stride K2) and w2 [K2, 64] where K2 > 0 (init, init2 or null: zeros); then z into out, or where `finish`
+// (a C tile: rows b0.., group g) `cell_update` of z + the bias, straight from the registers. A function of its own so
+// that the products share one copy of its code (inlined, they took 47 KB, more than a level-1 instruction cache).
 template <int MR>
-__attribute__((noinline)) void strassen_product(int64_t K, const float* a, int64_t ar, const float* w,
-                                                const vf (*init)[4], const vf (*init2)[4], vf (&out)[MR][4],
-                                                int64_t K2 = 0, const float* a2 = nullptr,
-                                                const float* w2 = nullptr) {
+__attribute__((noinline)) void strassen_tile(int64_t K, const float* a, int64_t ar, const float* w,
+                                             const vf (*init)[4], const vf (*init2)[4], vf (*out)[4],
+                                             int64_t K2 = 0, const float* a2 = nullptr, const float* w2 = nullptr,
+                                             const StrassenStep* finish = nullptr, int64_t g = 0, int64_t b0 = 0) {
   vf z[MR][4];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < 4; ++j) z[r][j] = init ? (init2 ? init[r][j] + init2[r][j] : init[r][j]) : vf{};
   gemm_acc<MR, 4>(K, a, ar, 1, w, GW, z, K2, a2, K2, w2);
+  if (!finish) {
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j) out[r][j] = z[r][j];
+    return;
+  }
+  const StrassenStep& s = *finish;
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) out[r][j] = z[r][j];
-}
-
-// `cell_update` of the rows b0.. and group g from the pre-activations z (+ z2, or null) + the bias
-template <int MR>
-__attribute__((noinline)) void strassen_finish(const StrassenStep& s, const vf (&z)[MR][4], const vf (*z2)[4],
-                                               int64_t g, int64_t b0) {
-  vf y[MR][4];
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) y[r][j] = (z2 ? z[r][j] + z2[r][j] : z[r][j]) + load(s.bias + g * GW + j * L);
+    for (int j = 0; j < 4; ++j) z[r][j] += load(s.bias + g * GW + j * L);
   float* kept = s.kept ? s.kept + g * U : nullptr;
-  cell_update<MR>(s.H, y, s.c, s.h_next, g, b0, [&](int64_t b, vf h, vf) { if (kept) store(kept + b * s.ks, h); },
+  cell_update<MR>(s.H, z, s.c, s.h_next, g, b0, [&](int64_t b, vf h, vf) { if (kept) store(kept + b * s.ks, h); },
                   nullptr, 0);
 }
 
@@ -586,7 +585,7 @@ inline void strassen_rows(const StrassenStep& s, int64_t b0, float* sums) {
   auto top = [&](int q) { return s.h_prev + (b0 + 2 * q * MR) * H; };  // pair q's rows [A11 A12]; then [A21 A22]
   auto sum = [&](int q, int i) { return sums + (4 * q + i) * MR * K; };  // its S1..S4 (i = 0..3)
   auto rows = [&](int q, bool bottom) { return b0 + (2 * q + bottom) * MR; };
-  auto x = [&](int q, bool bottom) { return s.x + rows(q, bottom) * s.F; };
+  auto x = [&](int q, bool bottom) { return s.F ? s.x + rows(q, bottom) * s.F : nullptr; };
   auto wx = [&](int64_t g) { return s.wx + g * (s.F + H) * GW; };
   for (int q = 0; q < Q; ++q)
     for (int r = 0; r < MR; ++r)
@@ -602,29 +601,23 @@ inline void strassen_rows(const StrassenStep& s, int64_t b0, float* sums) {
   for (int64_t p = 0; p < P; ++p) {
     const float* wp = s.ws + p * 7 * K * GW;
     auto operand = [&](int i) { return wp + i * K * GW; };
-    vf z[Q][MR][4], m1[Q][MR][4], u2[Q][MR][4], u3[Q][MR][4], m5[Q][MR][4];
-    for (int q = 0; q < Q; ++q) strassen_product<MR>(K, top(q), H, operand(0), nullptr, nullptr, m1[q]);  // M1
-    for (int q = 0; q < Q; ++q) {  // C11 = M1 + M2 (+ its inputs' product)
-      strassen_product<MR>(K, top(q) + K, H, operand(1), m1[q], nullptr, z[q], s.F, x(q, false), wx(p));
-      strassen_finish<MR>(s, z[q], nullptr, p, rows(q, false));
+    vf m1[Q][MR][4], u2[Q][MR][4], u3[Q][MR][4], m5[Q][MR][4];
+    for (int q = 0; q < Q; ++q) strassen_tile<MR>(K, top(q), H, operand(0), nullptr, nullptr, m1[q]);  // M1
+    for (int q = 0; q < Q; ++q)  // C11 = M1 + M2 (+ its inputs' product), finished
+      strassen_tile<MR>(K, top(q) + K, H, operand(1), m1[q], nullptr, nullptr, s.F, x(q, false), wx(p), &s, p,
+                        rows(q, false));
+    for (int q = 0; q < Q; ++q) strassen_tile<MR>(K, sum(q, 1), K, operand(4), m1[q], nullptr, u2[q]);  // U2
+    for (int q = 0; q < Q; ++q) strassen_tile<MR>(K, sum(q, 2), K, operand(5), u2[q], nullptr, u3[q]);  // U3
+    for (int q = 0; q < Q; ++q) strassen_tile<MR>(K, sum(q, 0), K, operand(3), nullptr, nullptr, m5[q]);  // M5
+    for (int q = 0; q < Q; ++q) {  // C12 = U2 + M5 + M3, C22 = U3 + M5 (each + its inputs' product), finished
+      strassen_tile<MR>(K, sum(q, 3), K, operand(2), u2[q], m5[q], nullptr, s.F, x(q, false), wx(p + P), &s, p + P,
+                        rows(q, false));
+      strassen_tile<MR>(0, nullptr, 0, nullptr, u3[q], m5[q], nullptr, s.F, x(q, true), wx(p + P), &s, p + P,
+                        rows(q, true));
     }
-    for (int q = 0; q < Q; ++q) strassen_product<MR>(K, sum(q, 1), K, operand(4), m1[q], nullptr, u2[q]);  // U2
-    for (int q = 0; q < Q; ++q) strassen_product<MR>(K, sum(q, 2), K, operand(5), u2[q], nullptr, u3[q]);  // U3
-    for (int q = 0; q < Q; ++q) strassen_product<MR>(K, sum(q, 0), K, operand(3), nullptr, nullptr, m5[q]);  // M5
-    for (int q = 0; q < Q; ++q) {  // C12 = U2 + M5 + M3, C22 = U3 + M5
-      strassen_product<MR>(K, sum(q, 3), K, operand(2), u2[q], m5[q], z[q], s.F, x(q, false), wx(p + P));
-      strassen_finish<MR>(s, z[q], nullptr, p + P, rows(q, false));
-      if (s.F > 0) {
-        strassen_product<MR>(s.F, x(q, true), s.F, wx(p + P), u3[q], m5[q], z[q]);
-        strassen_finish<MR>(s, z[q], nullptr, p + P, rows(q, true));
-      } else {
-        strassen_finish<MR>(s, u3[q], m5[q], p + P, rows(q, true));
-      }
-    }
-    for (int q = 0; q < Q; ++q) {  // C21 = U3 - M4
-      strassen_product<MR>(K, top(q) + MR * H + K, H, operand(6), u3[q], nullptr, z[q], s.F, x(q, true), wx(p));
-      strassen_finish<MR>(s, z[q], nullptr, p, rows(q, true));
-    }
+    for (int q = 0; q < Q; ++q)  // C21 = U3 - M4 (+ its inputs' product), finished
+      strassen_tile<MR>(K, top(q) + MR * H + K, H, operand(6), u3[q], nullptr, nullptr, s.F, x(q, true), wx(p), &s,
+                        p, rows(q, true));
   }
 }
 
@@ -1199,10 +1192,10 @@ ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, const 
   fw.hbuf = hbuf.data();
   if (fw.strassen && !fw.gru && !fw.cs && !fw.zs && strassen_fits(fw.H)) {
     ws.resize(7 * fw.G * fw.H * GW / 4);
-    if (fw.wf)
-      strassen_weights(fw.H, fw.G, fw.wf, fw.H * GW, ws.data());
-    else
-      strassen_weights(fw.H, fw.G, fw.w + fw.F * GW, (fw.F + fw.H) * GW, ws.data());
+    const float* wh = fw.wf ? fw.wf : fw.w + fw.F * GW;
+    const int64_t gs = (fw.wf ? 0 : fw.F) * GW + fw.H * GW;
+    Pool::get().run(fw.threads > 0 ? fw.threads : Pool::get().max_threads(),
+                    [&](int id, int n) { strassen_weights(fw.H, fw.G, wh, gs, ws.data(), id, n); });
     fw.ws = ws.data();
   }
   fw.run();
