@@ -40,8 +40,9 @@ class Plan(NamedTuple):
     head that is one linear `dense` runs inside the training kernels too (its outputs formed in the forward
     pass, their gradient taken in by the backward pass, which writes no gradient of the layer's outputs);
     `native_closed_loop`: `sj.rollout` of the layer and a dense head, fed back unchanged, on the native
-    closed-loop kernel (and the layer in a stacked one, `stack_closed_loop_threads`); `native_strassen`: that
-    kernel's steps by one level of Strassen's product (LSTM; the same maths in other float32 roundings)."""
+    closed-loop kernel (and the layer in a stacked one, `stack_closed_loop_threads`); `native_strassen`: the
+    LSTM's evaluation and one-layer closed-loop kernels form each step's `h w_h` by one level of Strassen's
+    product (the same maths in other float32 roundings)."""
 
     unroll: int = 1
     hoist: bool = False
