@@ -4,7 +4,7 @@
     python -m benchmarks.attempts --config large --what overlap,gru_forward,gru_train
     python -m benchmarks.attempts --config large --what chunks,blas
     python -m benchmarks.attempts --config many --what head
-    python -m benchmarks.attempts --config large --what strassen
+    python -m benchmarks.attempts --config large --what strassen   # the rollout and the closed-loop kernel alone
     python -m benchmarks.attempts --config medium --what devices
     python -m benchmarks.attempts --config medium --what lanes
     python -m benchmarks.attempts --config medium --what native,native_train
@@ -37,6 +37,7 @@ import seqjax as sj
 import seqjax.fast._common as fast_common
 from seqjax.fast import gru as fast_gru
 from seqjax.fast import lstm as fast_lstm
+from seqjax.fast import native
 from benchmarks import problems, timing
 from benchmarks.report import machine, versions
 from seqjax.fast import plan as plan_module
@@ -648,8 +649,10 @@ def rollout_variants(problem):
 
 def strassen_variants(problem):
     """The bench's LSTM rollout (`sj.scan` warm-up, then `sj.rollout` of `chain(lstm, dense)`, as the README
-    teaches) with the closed-loop kernel's steps by Strassen's product (`Plan.native_strassen`) and by the plain
-    one, each twice so the spread between identical contenders shows. Returns the closed-loop outputs."""
+    teaches) with the kernels' steps by Strassen's product (`Plan.native_strassen`) and by the plain one, and the
+    closed-loop kernel call alone the same two ways (the rollout's closed-loop steps from the context's last input
+    and a zero carry); each twice so the spread between identical contenders shows. Returns the closed-loop
+    outputs."""
     cfg = problem.config
     params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
               {k: jnp.asarray(v) for k, v in problem.head.items()})
@@ -666,7 +669,13 @@ def strassen_variants(problem):
             with _plan_fields(native_strassen=strassen):
                 # a new function each time (JAX reuses a function's trace), traced under the plan
                 fn = jax.jit(lambda p, c: predict(p, c)).lower(params, context).compile()
-            out[f"closed loop by the {label} ({copy})"] = lambda fn=fn: fn(params, context)
+            out[f"rollout, {label} ({copy})"] = lambda fn=fn: fn(params, context)
+    zeros = jnp.zeros((cfg.batch, cfg.hidden), jnp.float32)
+    for copy in ("A", "B"):
+        for label, strassen in (("Strassen's product", True), ("plain product", False)):
+            kernel = jax.jit(lambda p, d, x0, s=strassen: native.lstm_closed_loop(
+                p["w_x"], p["w_h"], p["b"], zeros, zeros, x0, d["w"], d["b"], problem.closed_loop, strassen=s)[1])
+            out[f"closed-loop kernel alone, {label} ({copy})"] = lambda k=kernel: k(*params, context[:, -1])
     return out
 
 
@@ -909,11 +918,11 @@ def main(argv=None):
 
 def _reference(what, name, first, names):
     """The variant `name` is checked and compared against: the first of its group; in `devices`, the same
-    work on one device; in `chunks`, `head`, `blas`, `lanes`, `native` and `stack_closed_loop`, the first
-    variant of the same cell, matmul, loop or model."""
+    work on one device; in `chunks`, `head`, `blas`, `lanes`, `native`, `stack_closed_loop` and `strassen`, the
+    first variant of the same cell, matmul, loop, model or call."""
     if what == "devices":
         return name.split(", ")[0] + ", one device"
-    if what in ("chunks", "head", "blas", "lanes", "native", "stack_closed_loop"):
+    if what in ("chunks", "head", "blas", "lanes", "native", "stack_closed_loop", "strassen"):
         return next(n for n in names if n.split(", ")[0] == name.split(", ")[0])
     return first
 

@@ -293,3 +293,20 @@ def test_devices_attempts_split_the_batch_over_cpu_devices_and_compute_the_same(
         assert f"devices_loop (tiny, {cell}): 3 steps done, waiting for each" in run.stdout
         for task in ("forward", "train step"):
             assert f"{cell} {task}, batch over 2 CPU devices" in run.stdout
+
+
+def test_the_strassen_attempt_times_both_products_in_the_rollout_and_in_the_kernel_alone():
+    from benchmarks import attempts
+
+    # B 64, H 64: four chunks of two 8-row pairs, so the kernels can take Strassen's product when told to
+    problem = problems.make_problem(problems.Config("strassen", 64, 6, 3, 64), "lstm", warmup=5, closed_loop=9)
+    variants = attempts.strassen_variants(problem)
+    outputs = {name: np.asarray(fn()) for name, fn in variants.items()}
+    for group in ("rollout", "closed-loop kernel alone"):
+        names = [n for n in variants if n.startswith(group + ",")]
+        assert len(names) == 4 and all(outputs[n].shape == (64, 9, 3) for n in names), names
+        assert attempts._reference("strassen", names[-1], next(iter(variants)), variants) == names[0]
+        on, off = ([n for n in names if ("Strassen" in n) == flag] for flag in (True, False))
+        np.testing.assert_array_equal(outputs[on[0]], outputs[on[1]])  # identical contenders, the same bits
+        np.testing.assert_allclose(outputs[on[0]], outputs[off[0]], atol=1e-5, rtol=1e-5)
+        assert not np.array_equal(outputs[on[0]], outputs[off[0]])  # the plan's field reached the kernel

@@ -233,6 +233,8 @@ _NATIVE_SHARED_CALL_MACS = 2**23
 # F 8 H 128 1.05x; B 64 F 8 H 256 1.11x; B 128 F 8 H 512 1.12x; but B 32 F 2 H 32 0.97x, B 48 F 4 H 64 1.00x,
 # B 512 F 16 H 64 1.01x: from `_STRASSEN_HIDDEN` units. The kernel itself keeps the plain step where the batch
 # gives fewer than two of its chunks (pairs of 4-6-row blocks) to each thread (B 16 F 8 H 256: 0.59x, one chunk).
+# (`python -m benchmarks.attempts --config large --what strassen` times the kernel call alone and the bench's
+# rollout both ways: large 65.4, 65.5 vs 71.7, 71.4 ms and 103, 105 vs 111, 111.)
 # Its float32 error against float64 measured 1.8-2.7x the plain product's; `SEQJAX_STRASSEN=0` switches it off.
 _STRASSEN_HIDDEN = 128
 
