@@ -589,22 +589,29 @@ def train_variants(problem):
     return out
 
 
-def rollout_variants(problem):
-    """name -> zero-arg callable: warm-up on the context, then closed-loop steps, jitted."""
+def _rollout_problem(problem):
+    """`(model, params, context)` of the bench's LSTM rollout: `chain(lstm, dense)`, its params as JAX arrays."""
     cfg = problem.config
     params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
               {k: jnp.asarray(v) for k, v in problem.head.items()})
-    context = jnp.asarray(problem.context)
+    return sj.chain(sj.lstm(cfg.hidden), sj.dense(cfg.features)), params, jnp.asarray(problem.context)
+
+
+def _readme_rollout(model, params, context, steps: int):
+    """The README's forecast: `sj.scan` over the context, then `steps` steps of `sj.rollout` from its last
+    output; returns the closed loop's outputs."""
+    carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)
+    return sj.rollout(model, params, carry, ys[:, -1], steps)[1]
+
+
+def rollout_variants(problem):
+    """name -> zero-arg callable: warm-up on the context, then closed-loop steps, jitted."""
+    model, params, context = _rollout_problem(problem)
     steps = problem.closed_loop
-    model = sj.chain(sj.lstm(cfg.hidden), sj.dense(cfg.features))
     out = {}
 
     def readme(model):
-        @jax.jit
-        def predict(params, context):
-            carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)
-            return sj.rollout(model, params, carry, ys[:, -1], steps)[1]
-
+        predict = jax.jit(lambda params, context: _readme_rollout(model, params, context, steps))
         return lambda: predict(params, context)
 
     out["sj.scan + sj.rollout (kept)"] = readme(model)
@@ -653,28 +660,17 @@ def strassen_variants(problem):
     closed-loop kernel call alone the same two ways (the rollout's closed-loop steps from the context's last input
     and a zero carry); each twice so the spread between identical contenders shows. Returns the closed-loop
     outputs."""
-    cfg = problem.config
-    params = ({k: jnp.asarray(v) for k, v in problem.layer.items()},
-              {k: jnp.asarray(v) for k, v in problem.head.items()})
-    context = jnp.asarray(problem.context)
-    model = sj.chain(sj.lstm(cfg.hidden), sj.dense(cfg.features))
-
-    def predict(params, context):
-        carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)
-        return sj.rollout(model, params, carry, ys[:, -1], problem.closed_loop)[1]
-
+    model, params, context = _rollout_problem(problem)
+    steps, zeros = problem.closed_loop, jnp.zeros((problem.config.batch, problem.config.hidden), jnp.float32)
     out = {}
     for copy in ("A", "B"):
         for label, strassen in (("Strassen's product", True), ("plain product", False)):
             with _plan_fields(native_strassen=strassen):
                 # a new function each time (JAX reuses a function's trace), traced under the plan
-                fn = jax.jit(lambda p, c: predict(p, c)).lower(params, context).compile()
+                fn = jax.jit(lambda p, c: _readme_rollout(model, p, c, steps)).lower(params, context).compile()
             out[f"rollout, {label} ({copy})"] = lambda fn=fn: fn(params, context)
-    zeros = jnp.zeros((cfg.batch, cfg.hidden), jnp.float32)
-    for copy in ("A", "B"):
-        for label, strassen in (("Strassen's product", True), ("plain product", False)):
             kernel = jax.jit(lambda p, d, x0, s=strassen: native.lstm_closed_loop(
-                p["w_x"], p["w_h"], p["b"], zeros, zeros, x0, d["w"], d["b"], problem.closed_loop, strassen=s)[1])
+                p["w_x"], p["w_h"], p["b"], zeros, zeros, x0, d["w"], d["b"], steps, strassen=s)[1])
             out[f"closed-loop kernel alone, {label} ({copy})"] = lambda k=kernel: k(*params, context[:, -1])
     return out
 
@@ -857,7 +853,8 @@ def devices_loop(config, cell_name: str, steps: int, wait: bool) -> float:
 
 
 VARIANTS = {"forward": forward_variants, "train": train_variants, "rollout": rollout_variants,
-            "overlap": overlap_variants, "strassen": strassen_variants, "gru_forward": gru_forward_variants, "gru_train": gru_train_variants,
+            "overlap": overlap_variants, "strassen": strassen_variants, "gru_forward": gru_forward_variants,
+            "gru_train": gru_train_variants,
             "chunks": chunk_variants,
             "head": head_variants,
             "native": native_variants,

@@ -298,8 +298,8 @@ def test_devices_attempts_split_the_batch_over_cpu_devices_and_compute_the_same(
 def test_the_strassen_attempt_times_both_products_in_the_rollout_and_in_the_kernel_alone():
     from benchmarks import attempts
 
-    # B 64, H 64: four chunks of two 8-row pairs, so the kernels can take Strassen's product when told to
-    problem = problems.make_problem(problems.Config("strassen", 64, 6, 3, 64), "lstm", warmup=5, closed_loop=9)
+    # B 64, H 96: four chunks of two 8-row pairs, so the kernels can take Strassen's product when told to
+    problem = problems.make_problem(problems.Config("strassen", 64, 6, 3, 96), "lstm", warmup=5, closed_loop=9)
     variants = attempts.strassen_variants(problem)
     outputs = {name: np.asarray(fn()) for name, fn in variants.items()}
     for group in ("rollout", "closed-loop kernel alone"):

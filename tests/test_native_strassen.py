@@ -97,10 +97,11 @@ def test_closed_loop_kernel_matches_float64_numpy(b, t, f, h, threads):
 
 def test_one_thread_and_all_give_the_same_bits():
     """The batch's split into chunks does not depend on the threads (B 64: four chunks, two a thread here)."""
-    params, xs, h0, c0, w_d, b_d = _inputs(64, 4, 3, 64, seed=3)
-    for run in (lambda n: _forward(params, xs, h0, c0, strassen=True, threads=n),
-                lambda n: _closed_loop(params, w_d, b_d, xs[0], h0, c0, 9, strassen=True, threads=n)):
+    params, xs, h0, c0, w_d, b_d = _inputs(64, 4, 3, 96, seed=3)
+    for run in (lambda n, s=True: _forward(params, xs, h0, c0, strassen=s, threads=n),
+                lambda n, s=True: _closed_loop(params, w_d, b_d, xs[0], h0, c0, 9, strassen=s, threads=n)):
         jax.tree.map(np.testing.assert_array_equal, run(1), run(0))
+        assert not np.array_equal(run(0)[1], run(0, s=False)[1])  # on both, Strassen's product ran
 
 
 @pytest.mark.parametrize("b, h, threads", [(40, 48, 0), (40, 80, 1), (16, 64, 0), (24, 64, 1), (7, 32, 1)])
@@ -138,7 +139,7 @@ def test_scan_and_rollout_pass_the_plans_choice_and_equal_the_loop_over_step(h, 
         monkeypatch.setenv("SEQJAX_STRASSEN", "0")
     model = sj.chain(sj.lstm(h), sj.dense(3))
     params = model.init(jax.random.key(1), 3)
-    context = jax.random.normal(jax.random.key(2), (64, 6, 3))
+    context = jax.random.normal(jax.random.key(2), (72, 6, 3))  # B 72: four chunks (pairs of 5 and 4 rows)
 
     def forecast(model, params, context):
         carry, ys = sj.scan(model, params, model.initial_carry(context.shape[0]), context)

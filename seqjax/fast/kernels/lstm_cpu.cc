@@ -697,10 +697,11 @@ struct Forward {
   int64_t FO = 0, FP = 0;
   float* hs = nullptr;  // (or null) with a head: every step's h as well, laid out as cs (training)
   const float *wf = nullptr, *biasf = nullptr;
-  bool strassen = false;  // the recurrent products by `strassen_rows` where they fit (`forward` forms ws)
+  bool strassen = false;  // the recurrent products by `strassen_rows` where they fit (`run` forms ws then)
   const float* ws = nullptr;  // (or null) `strassen_weights` of w_h (of wf in a closed loop, after its first step)
 
   int64_t out_row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
+  float* kept() const { return wd ? hs : ys; }  // where the layer's outputs go (with a head, ys holds its outputs)
 
   template <int MR>
   void rows(int64_t t, int64_t g, int64_t b0) const {
@@ -710,7 +711,7 @@ struct Forward {
     const float* x = folded ? nullptr : xs + (t * B + b0) * F;
     const float *h_prev = hbuf + (t % 2) * B * H, *wt = folded ? wf : w, *bt = folded ? biasf : bias;
     float* h_next = hbuf + ((t + 1) % 2) * B * H;
-    float* kept = wd ? hs : ys;  // with a head, ys holds its outputs
+    float* kept = this->kept();
     auto out = [&](int64_t b, vf hv, vf cn) {
       if (!kept) return;
       const int64_t y = out_row(t, b) * H + u0;
@@ -723,17 +724,21 @@ struct Forward {
       cell_rows<MR>(folded ? 0 : F, H, x, h_prev, wt, bt, c, h_next, g, b0, out,
                     zs ? zs + out_row(t, b0) * G * GW + g * GW : nullptr, (batch_major ? T : 1) * G * GW);
   }
-  // Chunks of rows for `strassen_rows`: pairs of row blocks of MR rows, MR 4..6, and their count a multiple of 4,
-  // grouped two by two where both have the same MR (one where not); and a last one of (B - 1, 0) where B is odd (one
-  // row on `cells`). Two threads take as many. The same chunks for any number of threads, so the same bits wherever
-  // there are at least two a thread (`run` takes the plain product where not). None where the batch is too narrow
-  // for one pair of 4 rows.
-  struct StrassenChunk {
-    int64_t r0;
-    int mr, pairs;  // mr 0: one row on `cells`
+  // A chunk of batch rows r0..r1-1 that one thread runs through every step; mr > 0: by `strassen_rows`, as `pairs`
+  // pairs of row blocks of mr rows each.
+  struct RowChunk {
+    int64_t r0, r1;
+    int mr = 0, pairs = 0;
   };
-  std::vector<StrassenChunk> strassen_chunks() const {
-    std::vector<StrassenChunk> chunks;
+  // Whether the steps may take Strassen's product: asked for, an LSTM's evaluation, and H that splits.
+  bool strassen_applies() const { return strassen && !gru && !cs && !zs && strassen_fits(H); }
+  // Chunks for `strassen_rows`: pairs of row blocks of MR rows, MR 4..6, and their count a multiple of 4, grouped
+  // two by two where both have the same MR (one where not); and a last chunk of one row on `cells` where B is odd.
+  // Two threads take as many. The same chunks for any number of threads, so the same bits wherever there are at
+  // least two a thread (`run` takes the plain product where not). None where the batch is too narrow for one pair
+  // of 4 rows.
+  std::vector<RowChunk> strassen_chunks() const {
+    std::vector<RowChunk> chunks;
     for (int64_t multiple : {4, 2}) {
       const int64_t P = (B + 12 * multiple - 1) / (12 * multiple) * multiple;
       const int64_t mr = B / (2 * P), extra = (B - 2 * P * mr) / 2;
@@ -741,19 +746,19 @@ struct Forward {
       for (int64_t i = 0, r = 0; i < P;) {
         const int m = static_cast<int>(mr + (i < extra ? 1 : 0));
         const int n = i + 1 < P && mr + (i + 1 < extra ? 1 : 0) == m ? 2 : 1;
-        chunks.push_back({r, m, n});
+        chunks.push_back({r, r + 2 * m * n, m, n});
         r += 2 * m * n;
         i += n;
       }
-      if (B % 2) chunks.push_back({B - 1, 0, 0});
+      if (B % 2) chunks.push_back({B - 1, B});
       break;
     }
     return chunks;
   }
   // step t of every group for the chunk's rows by `strassen_rows` (in a closed loop, a folded step: t > 0)
-  void strassen_step(int64_t t, const StrassenChunk& k, float* sums) const {
+  void strassen_step(int64_t t, const RowChunk& k, float* sums) const {
     const bool folded = wf != nullptr;
-    float* kept = wd ? hs : ys;  // with a head, ys holds its outputs
+    float* kept = this->kept();
     const StrassenStep s{H, G, folded ? 0 : F, hbuf + (t % 2) * B * H, ws, folded ? biasf : bias,
                          folded ? nullptr : xs + t * B * F, w, c, hbuf + ((t + 1) % 2) * B * H,
                          kept ? kept + out_row(t, 0) * H : nullptr, (batch_major ? T : 1) * H};
@@ -789,41 +794,41 @@ struct Forward {
     std::memcpy(hbuf, h, B * H * sizeof(float));
     Pool& pool = Pool::get();
     const int n = std::min(threads > 0 ? threads : pool.max_threads(), pool.max_threads());
-    const int64_t chunk = row_chunk(B, (F + H) * GW * sizeof(float)), chunks = (B + chunk - 1) / chunk;
-    auto pairs = ws ? strassen_chunks() : std::vector<StrassenChunk>{};
-    if (pairs.size() < 2 * static_cast<size_t>(n)) pairs.clear();  // too few for the threads: by units below
-    if (!pairs.empty()) {
-      // By rows as below, each chunk's folded steps by Strassen's product
+    // By rows: batch rows never meet, so each thread takes the next chunk of rows and runs it through every step
+    // on its own, with no barrier; a thread the OS pauses (another process on its core) delays only its chunk
+    // while the others take the rest. Chunks for Strassen's product where it applies and gives two a thread,
+    // else of `row_chunk` rows where there are two a thread; else by units below.
+    std::vector<RowChunk> row_chunks = strassen_applies() ? strassen_chunks() : std::vector<RowChunk>{};
+    std::vector<float> strassen_operands;
+    if (row_chunks.size() >= 2 * static_cast<size_t>(n)) {
+      strassen_operands.resize(7 * G * H * GW / 4);
+      const float* wh = wf ? wf : w + F * GW;  // group g's w_h at wh + g gs
+      const int64_t gs = (wf ? H : F + H) * GW;
+      pool.run(n, [&](int id, int m) { strassen_weights(H, G, wh, gs, strassen_operands.data(), id, m); });
+      ws = strassen_operands.data();
+    } else {
+      row_chunks.clear();
+      const int64_t chunk = row_chunk(B, (F + H) * GW * sizeof(float));
+      if (n > 1 && (B + chunk - 1) / chunk >= 2 * n)
+        for (int64_t r0 = 0; r0 < B; r0 += chunk) row_chunks.push_back({r0, std::min(B, r0 + chunk)});
+    }
+    if (!row_chunks.empty()) {
       std::atomic<int64_t> next{0};
-      const int64_t count = static_cast<int64_t>(pairs.size());
+      const int64_t count = static_cast<int64_t>(row_chunks.size());
       pool.run(n, [&](int, int) {
-        std::vector<float> sums(4 * 2 * 6 * (H / 2));
+        std::vector<float> sums(ws ? 4 * 2 * 6 * (H / 2) : 0);
         for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
-          const StrassenChunk& chunk = pairs[k];
-          const int64_t r0 = chunk.r0, r1 = r0 + (chunk.mr ? 2 * chunk.mr * chunk.pairs : 1);
+          const RowChunk& chunk = row_chunks[k];
           for (int64_t t = 0; t < T; ++t) {
-            if ((wf && t == 0) || chunk.mr == 0)
-              cells(t, 0, G, r0, r1);
-            else
+            if (chunk.mr > 0 && !(wf && t == 0))  // a closed loop's first step has inputs: plain
               strassen_step(t, chunk, sums.data());
-            head(t, r0, r1);
+            else
+              cells(t, 0, G, chunk.r0, chunk.r1);
+            head(t, chunk.r0, chunk.r1);
           }
         }
       });
-    } else if (n > 1 && chunks >= 2 * n) {
-      // By rows: batch rows never meet, so each thread takes the next chunk of rows and runs it through every
-      // step on its own, with no barrier; a thread the OS pauses (another process on its core) delays only its
-      // chunk while the others take the rest.
-      std::atomic<int64_t> next{0};
-      pool.run(n, [&](int, int) {
-        for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-          const int64_t r0 = k * chunk, r1 = std::min(B, r0 + chunk);
-          for (int64_t t = 0; t < T; ++t) {
-            cells(t, 0, G, r0, r1);
-            head(t, r0, r1);
-          }
-        }
-      });
+      ws = nullptr;  // strassen_operands ends with this call
     } else {
       // By units (few rows: a chunk each would leave the threads unevenly loaded), meeting at every step
       SpinBarrier barrier(static_cast<int>(std::min<int64_t>(n, G)));
@@ -1190,16 +1195,8 @@ ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, const 
   fw.c = c;
   std::memcpy(h, h0.typed_data(), fw.B * fw.H * sizeof(float));
   if (c) std::memcpy(c, c0, fw.B * fw.H * sizeof(float));
-  std::vector<float> hbuf(2 * fw.B * fw.H), ws;
+  std::vector<float> hbuf(2 * fw.B * fw.H);
   fw.hbuf = hbuf.data();
-  if (fw.strassen && !fw.gru && !fw.cs && !fw.zs && strassen_fits(fw.H)) {
-    ws.resize(7 * fw.G * fw.H * GW / 4);
-    const float* wh = fw.wf ? fw.wf : fw.w + fw.F * GW;
-    const int64_t gs = (fw.wf ? 0 : fw.F) * GW + fw.H * GW;
-    Pool::get().run(fw.threads > 0 ? fw.threads : Pool::get().max_threads(),
-                    [&](int id, int n) { strassen_weights(fw.H, fw.G, wh, gs, ws.data(), id, n); });
-    fw.ws = ws.data();
-  }
   fw.run();
   return ffi::Error::Success();
 }
@@ -1210,12 +1207,17 @@ Forward gru_cell() {
   return fw;
 }
 
-ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out h, Out c, bool batch_major,
-                           int64_t threads, bool strassen) {
+// An LSTM's evaluation or closed loop, by Strassen's product where `strassen` and it applies
+Forward lstm_eval(bool strassen) {
   Forward fw{};
   fw.strassen = strassen;
+  return fw;
+}
+
+ffi::Error LstmForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, Out ys, Out h, Out c, bool batch_major,
+                           int64_t threads, bool strassen) {
   return forward("seqjax_lstm_forward", xs, w, bias, h0, c0.typed_data(), ys->typed_data(), nullptr,
-                 h->typed_data(), c->typed_data(), batch_major, threads, fw);
+                 h->typed_data(), c->typed_data(), batch_major, threads, lstm_eval(strassen));
 }
 
 ffi::Error GruForwardImpl(F32 xs, F32 w, F32 bias, F32 h0, Out ys, Out h, bool batch_major, int64_t threads) {
@@ -1233,10 +1235,8 @@ ffi::Error forward_head(const char* name, F32& xs, F32& w, F32& bias, F32& h0, c
 
 ffi::Error LstmForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 c0, F32 wd, F32 bd, Out ys, Out h, Out c,
                                bool batch_major, int64_t threads, bool strassen) {
-  Forward fw{};
-  fw.strassen = strassen;
   return forward_head("seqjax_lstm_forward_head", xs, w, bias, h0, c0.typed_data(), wd, bd, ys, nullptr,
-                      h->typed_data(), c->typed_data(), batch_major, threads, fw);
+                      h->typed_data(), c->typed_data(), batch_major, threads, lstm_eval(strassen));
 }
 
 ffi::Error GruForwardHeadImpl(F32 xs, F32 w, F32 bias, F32 h0, F32 wd, F32 bd, Out ys, Out h, bool batch_major,
@@ -1377,8 +1377,7 @@ ffi::Error GruBackwardHeadImpl(F32 xs, F32 w, F32 wt, F32 bias, F32 h0, F32 hs, 
 // The closed loop of `Forward`: x0 [1, B, F] (its first input as a sequence of one step), ys [B, S, F]; `loop`:
 // its cell.
 ffi::Error closed_loop(const char* name, F32& x0, F32& w, F32& bias, F32& h0, const float* c0, F32& wf, F32& biasf,
-                       F32& wd, F32& bd, Out& ys, float* h, float* c, int64_t threads, Forward loop,
-                       bool strassen = false) {
+                       F32& wd, F32& bd, Out& ys, float* h, float* c, int64_t threads, Forward loop) {
   auto xd = x0.dimensions(), yd = ys->dimensions();
   const int64_t H = h0.dimensions()[1], G = (H + U - 1) / U;
   if (xd.size() != 3 || xd[0] != 1 || yd.size() != 3 || yd[0] != xd[1] || yd[2] != xd[2])
@@ -1390,14 +1389,13 @@ ffi::Error closed_loop(const char* name, F32& x0, F32& w, F32& bias, F32& h0, co
     return invalid(name, "folded weights");
   loop.wf = wf.typed_data();
   loop.biasf = biasf.typed_data();
-  loop.strassen = strassen;
   return forward(name, x0, w, bias, h0, c0, ys->typed_data(), nullptr, h, c, true, threads, loop);
 }
 
 ffi::Error LstmClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 c0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys,
                               Out h, Out c, int64_t threads, bool strassen) {
   return closed_loop("seqjax_lstm_closed_loop", x0, w, bias, h0, c0.typed_data(), wf, biasf, wd, bd, ys,
-                     h->typed_data(), c->typed_data(), threads, Forward{}, strassen);
+                     h->typed_data(), c->typed_data(), threads, lstm_eval(strassen));
 }
 
 ffi::Error GruClosedLoopImpl(F32 x0, F32 w, F32 bias, F32 h0, F32 wf, F32 biasf, F32 wd, F32 bd, Out ys, Out h,
