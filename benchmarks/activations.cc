@@ -1,7 +1,8 @@
 // The LSTM step's gate activations alone, in the kernels' code and in variants of it (`benchmarks/activations.py`):
 // each timed over one register block of rows (i, f, o by the sigmoid, g and the new c by tanh, the cell update),
 // and each evaluated over arrays so that its error can be measured against float64. The kernels' source is
-// included whole: variant 0 is their `vsigmoid` and `vtanh`.
+// included (without XLA's handlers: they would build every kernel): variant 0 is their `vsigmoid` and `vtanh`.
+#define SEQJAX_KERNELS_WITHOUT_HANDLERS
 #include "lstm_cpu.cc"
 
 #include <chrono>
@@ -167,6 +168,7 @@ int seqjax_act_variants() { return kVariants; }
 const char* seqjax_act_name(int v) { return v >= 0 && v < kVariants ? kNames[v] : ""; }
 int seqjax_act_available(int v) { return available(v) ? 1 : 0; }
 int seqjax_act_rows() { return kRows; }
+int seqjax_act_vector_bytes() { return SEQJAX_VECTOR_BYTES; }  // the build's native vectors
 
 // The pieces' tables (tanh's; the sigmoid's are their halves): tanh16 [7, 16], tanh32 [6, 32]
 void seqjax_act_tables(const float* tanh16, const float* tanh32) {

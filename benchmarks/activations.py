@@ -2,10 +2,10 @@
 
 After its products, an LSTM step spends most of its time in five activations per row and unit (three sigmoids,
 two tanh) and the cell update: ~13% of the many closed loop (BENCHMARKS.md, "What would move the remaining goals").
-`activations.cc` includes the kernels' source whole and times a register block of rows of one unit group (the
-kernels' widest, 6 rows) through the gates and the cell update, in their code (XLA:CPU's rational tanh, the
-sigmoid as tanh(x / 2) / 2 + 1 / 2) and in variants: the sigmoid's halvings folded into the rational (the same
-bits, one multiply fewer), the division by a reciprocal estimate, no division at all (wrong values: what the
+`activations.cc` includes the kernels' source (without XLA's handlers) and times a register block of rows of one
+unit group (the kernels' widest, 6 rows) through the gates and the cell update, in their code (XLA:CPU's rational
+tanh, the sigmoid as tanh(x / 2) / 2 + 1 / 2) and in variants: the sigmoid's halvings folded into the rational (the
+same bits, one multiply fewer), the division by a reciprocal estimate, no division at all (wrong values: what the
 division costs), and tables of polynomial pieces looked up by a permute (no division; AVX-512 builds). Each
 variant's tanh and sigmoid are also evaluated over float32 inputs and compared with float64 NumPy.
 
@@ -146,7 +146,7 @@ def main(argv=None) -> dict | None:
         print(f"| {row['name']} | {row['ns_per_row_and_group']:.2f} | {row['time_ratio']:.3f} | "
               f"{row['tanh_max_abs']:.2e} | {row['sigmoid_max_abs']:.2e} | {row['nan_stays']} |")
     payload = {"rows_per_block": rows, "rounds": args.rounds, "blocks": args.blocks,
-               "vector_bytes": native.vector_bytes() if native.available() else None, "results": results}
+               "vector_bytes": lib.seqjax_act_vector_bytes(), "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(payload, indent=2))
         print(f"JSON: {args.out}")

@@ -1,11 +1,13 @@
 // The native kernels alone, without XLA (`benchmarks/kernel_builds.py`): one build of the kernels' source (a
 // compiler and its flags) per executable, so that builds can be timed side by side in alternating processes.
-// SEQJAX_KERNEL_SOURCE (a -D flag): the kernels' source file, included whole.
+// SEQJAX_KERNEL_SOURCE (a -D flag): the kernels' source file, included without XLA's handlers (which would build
+// every kernel, ~90% of the build's time).
 //
 // kernel_builds REPS THREADS SHAPE...: SHAPE is TASK:CELL:B:F:H:T, TASK `forward` (T steps of inputs, every h
 // written, no head) or `closed_loop` (T steps fed back through an F-output dense head: the folded recurrence of
 // `seqjax_lstm_closed_loop`), CELL `lstm` or `gru`; THREADS 0: all. For each shape, one untimed call and REPS
 // timed ones; prints `SHAPE median_ms min_ms checksum` (the checksum: the sum of the outputs).
+#define SEQJAX_KERNELS_WITHOUT_HANDLERS
 #include SEQJAX_KERNEL_SOURCE
 
 #include <algorithm>

@@ -1,10 +1,10 @@
 """Builds of the native kernels side by side: one compiler and its flags (or one version of the source) against another.
 
-The bench times whole framework calls; this times the kernels alone, without XLA, so that what a build changes
-(GCC against clang, AVX2 against AVX-512, a change to the source) shows without the host's noise around a
-framework call. Each build is `benchmarks/kernel_builds.cc` compiled with the kernels' source included whole
-(`-O3 -march=native`, as `seqjax.fast.native` builds them, and the build's own flags); the builds run one after
-another in separate processes, round after round, each process timing every shape (one untimed call, then
+The bench times whole framework calls; this times the kernels alone, without XLA, so that what a build changes (GCC
+against clang, AVX2 against AVX-512, a change to the source) shows without the host's noise around a framework
+call. Each build is `benchmarks/kernel_builds.cc` compiled with the kernels' source included, without XLA's
+handlers (`-O3 -march=native`, as `seqjax.fast.native` builds them, and the build's own flags); the builds run one
+after another in separate processes, round after round, each process timing every shape (one untimed call, then
 `--reps` timed ones, its median). The table gives, per shape, the median over rounds of each build's medians, its
 GFLOP/s (the recurrent matmul's FLOPs) and its ratio to the first build, and says where a build's outputs differ
 from the first's.

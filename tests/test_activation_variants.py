@@ -68,6 +68,7 @@ def test_main_times_every_available_variant_and_writes_json(tmp_path, capsys):
     lib = activations._library()
     assert [r["variant"] for r in payload["results"]] == [v for v in range(lib.seqjax_act_variants()) if _available(v)]
     assert payload["results"][0]["time_ratio"] == 1.0
+    assert payload["vector_bytes"] in (16, 32, 64)
     assert all(r["ns_per_row_and_group"] > 0 for r in payload["results"])
     assert json.loads(out.read_text())["results"] == payload["results"]
     text = capsys.readouterr().out

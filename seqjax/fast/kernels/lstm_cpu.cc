@@ -1550,6 +1550,9 @@ auto four_arguments() { return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>()
 
 }  // namespace
 
+// The handlers XLA calls. A benchmark that includes this file for its kernels alone defines
+// SEQJAX_KERNELS_WITHOUT_HANDLERS: the handlers instantiate every kernel, ~90% of the build's time.
+#ifndef SEQJAX_KERNELS_WITHOUT_HANDLERS
 // LSTM: arguments xs, w, bias, h0, c0; results ys, h, c
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForward, LstmForwardImpl,
                               four_arguments().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
@@ -1632,6 +1635,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxStackClosedLoop, StackClosedLoopImpl,
                               ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().RemainingArgs()
                                   .Ret<F32>().RemainingRets()
                                   .Attr<ffi::Span<const int64_t>>("gru").Attr<int64_t>("threads"));
+#endif  // SEQJAX_KERNELS_WITHOUT_HANDLERS
 
 // The bytes of a native vector register the kernels were built for (64: AVX-512, 32: AVX2, 16: NEON or SSE).
 extern "C" int SeqjaxVectorBytes() { return SEQJAX_VECTOR_BYTES; }
