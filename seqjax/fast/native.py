@@ -70,6 +70,7 @@ _SYMBOLS = {TARGET: "SeqjaxLstmForward", TARGET_TRAIN: "SeqjaxLstmForwardTrain",
             TARGET_GRU_BACKWARD_HEAD: "SeqjaxGruBackwardHead", TARGET_STACK_CLOSED_LOOP: "SeqjaxStackClosedLoop"}
 # the kernels that take `strassen` (`layer_forward`, `layer_closed_loop`): the LSTM's evaluation and closed loop
 _STRASSEN_TARGETS = (TARGET, TARGET_HEAD, TARGET_CLOSED_LOOP)
+
 UNITS = 16  # hidden units per group: the kernel's packed weights are [groups, F + H, 4 * UNITS]
 COMPILE_FLAGS = ("-O3", "-std=c++17", "-pthread")  # then arch_flag() and extra_flags()
 _SHARED_FLAGS = ("-shared", "-fPIC")
@@ -267,6 +268,11 @@ GRU = Kernels(TARGET_GRU, TARGET_GRU_HEAD, None, TARGET_GRU_BACKWARD, TARGET_GRU
               _gru_gradients, TARGET_GRU_TRAIN_HEAD, TARGET_GRU_BACKWARD_HEAD)
 
 
+def _strassen_attribute(target: str, strassen: bool) -> dict:
+    """The `strassen` attribute of a call to `target`, where its kernel takes one (else none)."""
+    return {"strassen": bool(strassen)} if target in _STRASSEN_TARGETS else {}
+
+
 def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, threads: int, head=None,
              keeps_cs: bool = False, keeps_gates: bool = False, keeps_hs: bool = False, strassen: bool = False):
     """The forward kernel `target`'s outputs: `ys` (the head's outputs with `head = (w_d, b_d)`); where it
@@ -291,8 +297,7 @@ def _forward(target: str, w_x, w_h, b, carry: tuple, xs_TB, batch_major: bool, t
         gates = sequence(w.shape[0] * 4 * UNITS) if keeps_gates else jax.ShapeDtypeStruct((0,), jnp.float32)
         sequences += (sequence(hidden), gates)
         attrs = {"keep_gates": keeps_gates}
-    if target in _STRASSEN_TARGETS:
-        attrs["strassen"] = bool(strassen)
+    attrs.update(_strassen_attribute(target, strassen))
     call = jax.ffi.ffi_call(target, sequences + (state,) * len(carry), vmap_method="sequential")
     head_columns = () if head is None else _head_columns(*head)
     return call(xs_TB, w, bias, *carry, *head_columns, batch_major=batch_major, threads=np.int64(threads), **attrs)
@@ -410,9 +415,8 @@ def layer_closed_loop(kernels: Kernels, weights, carry: tuple, x0, w_d, b_d, ste
     state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
     ys = jax.ShapeDtypeStruct((batch, steps, features), jnp.float32)
     call = jax.ffi.ffi_call(kernels.closed_loop, (ys,) + (state,) * len(carry), vmap_method="sequential")
-    options = {"strassen": bool(strassen)} if kernels.closed_loop in _STRASSEN_TARGETS else {}
     ys, *carry = call(x0[None], w, bias, *carry, w_folded, bias_folded, *_head_columns(w_d, b_d),
-                      threads=np.int64(threads), **options)
+                      threads=np.int64(threads), **_strassen_attribute(kernels.closed_loop, strassen))
     return tuple(carry), ys
 
 

@@ -237,14 +237,14 @@ _NATIVE_SHARED_CALL_MACS = 2**23
 # rollout both ways: large 65.4, 65.5 vs 71.7, 71.4 ms and 103, 105 vs 111, 111.)
 # Its float32 error against float64 measured 1.8-2.7x the plain product's; `SEQJAX_STRASSEN=0` switches it off.
 _STRASSEN_HIDDEN = 128
+_NATIVE_HEAD_BYTES = 20 * 2**20
+_NATIVE_TRAIN_BYTES = 64 * 2**20
+NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training kernels keep (outputs, LSTM's `c`)
 
 
 def strassen_allowed() -> bool:
     """Whether plans may take Strassen's product: unless `SEQJAX_STRASSEN=0` (read when a plan is made)."""
     return os.environ.get("SEQJAX_STRASSEN", "1") != "0"
-_NATIVE_HEAD_BYTES = 20 * 2**20
-_NATIVE_TRAIN_BYTES = 64 * 2**20
-NATIVE_KEPT = {"lstm": 2, "gru": 1}  # `[B, T, H]` arrays the native training kernels keep (outputs, LSTM's `c`)
 
 
 def native_choice(batch: int, time: int, features: int, hidden: int, cell: str) -> dict:

@@ -523,6 +523,10 @@ inline void cell_update(int64_t H, vf (&z)[MR][4], float* c, float* h_next, int6
 
 // Whether a layer with H units can take Strassen's product: both halves of h and of the groups whole.
 inline bool strassen_fits(int64_t H) { return H >= 32 && H % 32 == 0; }
+// A chunk's row blocks: kStrassenMinRows..kStrassenMaxRows rows each (the register tiles of `strassen_tile`), in up
+// to kStrassenMaxPairs pairs sharing each weight operand (`strassen_rows`' Q).
+constexpr int kStrassenMinRows = 4, kStrassenMaxRows = 6, kStrassenMaxPairs = 2;
+static_assert(kStrassenMaxPairs == 2, "`strassen_chunks` and `strassen_step` group one or two pairs");
 
 // w_h's rows of every group (group g's at wh + g * gs, [H, 64]) -> ws [G / 2, 7, H / 2, 64]: per pair of groups p,
 // p + G / 2 the operands B11, B21, B22, T1, T2, T3 and -T4 of `strassen_rows`; the pairs p0, p0 + n, .. here.
@@ -697,8 +701,7 @@ struct Forward {
   int64_t FO = 0, FP = 0;
   float* hs = nullptr;  // (or null) with a head: every step's h as well, laid out as cs (training)
   const float *wf = nullptr, *biasf = nullptr;
-  bool strassen = false;  // the recurrent products by `strassen_rows` where they fit (`run` forms ws then)
-  const float* ws = nullptr;  // (or null) `strassen_weights` of w_h (of wf in a closed loop, after its first step)
+  bool strassen = false;  // the recurrent products by `strassen_rows` where they fit (`run` forms their operands)
 
   int64_t out_row(int64_t t, int64_t b) const { return batch_major ? b * T + t : t * B + b; }
   float* kept() const { return wd ? hs : ys; }  // where the layer's outputs go (with a head, ys holds its outputs)
@@ -740,9 +743,9 @@ struct Forward {
   std::vector<RowChunk> strassen_chunks() const {
     std::vector<RowChunk> chunks;
     for (int64_t multiple : {4, 2}) {
-      const int64_t P = (B + 12 * multiple - 1) / (12 * multiple) * multiple;
+      const int64_t P = (B + 2 * kStrassenMaxRows * multiple - 1) / (2 * kStrassenMaxRows * multiple) * multiple;
       const int64_t mr = B / (2 * P), extra = (B - 2 * P * mr) / 2;
-      if (mr < 4) continue;
+      if (mr < kStrassenMinRows) continue;
       for (int64_t i = 0, r = 0; i < P;) {
         const int m = static_cast<int>(mr + (i < extra ? 1 : 0));
         const int n = i + 1 < P && mr + (i + 1 < extra ? 1 : 0) == m ? 2 : 1;
@@ -755,11 +758,12 @@ struct Forward {
     }
     return chunks;
   }
-  // step t of every group for the chunk's rows by `strassen_rows` (in a closed loop, a folded step: t > 0)
-  void strassen_step(int64_t t, const RowChunk& k, float* sums) const {
+  // step t of every group for the chunk's rows by `strassen_rows` (in a closed loop, a folded step: t > 0);
+  // operands: `strassen_weights` of w_h (of wf in a closed loop)
+  void strassen_step(int64_t t, const RowChunk& k, const float* operands, float* sums) const {
     const bool folded = wf != nullptr;
     float* kept = this->kept();
-    const StrassenStep s{H, G, folded ? 0 : F, hbuf + (t % 2) * B * H, ws, folded ? biasf : bias,
+    const StrassenStep s{H, G, folded ? 0 : F, hbuf + (t % 2) * B * H, operands, folded ? biasf : bias,
                          folded ? nullptr : xs + t * B * F, w, c, hbuf + ((t + 1) % 2) * B * H,
                          kept ? kept + out_row(t, 0) * H : nullptr, (batch_major ? T : 1) * H};
     auto run = [&](auto mr, auto q) { strassen_rows<mr.value, q.value>(s, k.r0, sums); };
@@ -805,7 +809,6 @@ struct Forward {
       const float* wh = wf ? wf : w + F * GW;  // group g's w_h at wh + g gs
       const int64_t gs = (wf ? H : F + H) * GW;
       pool.run(n, [&](int id, int m) { strassen_weights(H, G, wh, gs, strassen_operands.data(), id, m); });
-      ws = strassen_operands.data();
     } else {
       row_chunks.clear();
       const int64_t chunk = row_chunk(B, (F + H) * GW * sizeof(float));
@@ -816,19 +819,18 @@ struct Forward {
       std::atomic<int64_t> next{0};
       const int64_t count = static_cast<int64_t>(row_chunks.size());
       pool.run(n, [&](int, int) {
-        std::vector<float> sums(ws ? 4 * 2 * 6 * (H / 2) : 0);
+        std::vector<float> sums(strassen_operands.empty() ? 0 : 4 * kStrassenMaxPairs * kStrassenMaxRows * (H / 2));
         for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
           const RowChunk& chunk = row_chunks[k];
           for (int64_t t = 0; t < T; ++t) {
             if (chunk.mr > 0 && !(wf && t == 0))  // a closed loop's first step has inputs: plain
-              strassen_step(t, chunk, sums.data());
+              strassen_step(t, chunk, strassen_operands.data(), sums.data());
             else
               cells(t, 0, G, chunk.r0, chunk.r1);
             head(t, chunk.r0, chunk.r1);
           }
         }
       });
-      ws = nullptr;  // strassen_operands ends with this call
     } else {
       // By units (few rows: a chunk each would leave the threads unevenly loaded), meeting at every step
       SpinBarrier barrier(static_cast<int>(std::min<int64_t>(n, G)));
