@@ -3,10 +3,12 @@
 // SEQJAX_KERNEL_SOURCE (a -D flag): the kernels' source file, included without XLA's handlers (which would build
 // every kernel, ~90% of the build's time).
 //
-// kernel_builds REPS THREADS SHAPE...: SHAPE is TASK:CELL:B:F:H:T, TASK `forward` (T steps of inputs, every h
-// written, no head) or `closed_loop` (T steps fed back through an F-output dense head: the folded recurrence of
-// `seqjax_lstm_closed_loop`), CELL `lstm` or `gru`; THREADS 0: all. For each shape, one untimed call and REPS
-// timed ones; prints `SHAPE median_ms min_ms checksum` (the checksum: the sum of the outputs).
+// kernel_builds REPS THREADS SHAPE...: SHAPE is TASK:CELL:B:F:H:T[:PRODUCT], TASK `forward` (T steps of inputs,
+// every h written, no head) or `closed_loop` (T steps fed back through an F-output dense head: the folded recurrence
+// of `seqjax_lstm_closed_loop`), CELL `lstm` or `gru`, PRODUCT `plain` (the default) or `strassen` (LSTM: the
+// recurrent products by Strassen's, where the kernel takes it, as `Plan.native_strassen` asks); THREADS 0: all. For
+// each shape, one untimed call and REPS timed ones; prints `SHAPE median_ms min_ms checksum` (the checksum: the sum
+// of the outputs).
 #define SEQJAX_KERNELS_WITHOUT_HANDLERS
 #include SEQJAX_KERNEL_SOURCE
 
@@ -24,6 +26,7 @@ namespace {
 struct Shape {
   std::string text, task, cell;
   int64_t B, F, H, T;
+  bool strassen;
 };
 
 bool parse(const std::string& text, Shape& s) {
@@ -31,11 +34,12 @@ bool parse(const std::string& text, Shape& s) {
   std::string part;
   std::vector<std::string> parts;
   while (std::getline(in, part, ':')) parts.push_back(part);
-  if (parts.size() != 6) return false;
+  if (parts.size() != 6 && parts.size() != 7) return false;
+  const std::string product = parts.size() == 7 ? parts[6] : "plain";
   s = Shape{text, parts[0], parts[1], std::atoll(parts[2].c_str()), std::atoll(parts[3].c_str()),
-            std::atoll(parts[4].c_str()), std::atoll(parts[5].c_str())};
+            std::atoll(parts[4].c_str()), std::atoll(parts[5].c_str()), product == "strassen"};
   return (s.task == "forward" || s.task == "closed_loop") && (s.cell == "lstm" || s.cell == "gru") && s.B > 0 &&
-         s.F > 0 && s.H > 0 && s.T > 0;
+         s.F > 0 && s.H > 0 && s.T > 0 && (product == "plain" || (product == "strassen" && s.cell == "lstm"));
 }
 
 // median and min of REPS timed calls (ms) and the outputs' sum
@@ -63,6 +67,7 @@ void run(const Shape& s, int reps, int threads) {
     fw.batch_major = true;
     fw.threads = threads;
     fw.gru = s.cell == "gru";
+    fw.strassen = s.strassen;
     if (closed) {
       fw.wd = wd.data(), fw.bd = bd.data(), fw.FO = s.F, fw.FP = FP;
       fw.wf = wf.data(), fw.biasf = biasf.data();
@@ -92,7 +97,8 @@ int main(int argc, char** argv) {
   std::vector<Shape> shapes(argc - 3);
   for (int i = 3; i < argc; ++i)
     if (!parse(argv[i], shapes[i - 3])) {
-      std::fprintf(stderr, "%s: bad shape %s (want TASK:CELL:B:F:H:T)\n", argv[0], argv[i]);
+      std::fprintf(stderr, "%s: bad shape %s (want TASK:CELL:B:F:H:T[:plain|:strassen], strassen for lstm only)\n",
+                   argv[0], argv[i]);
       return 2;
     }
   if (reps < 1) {

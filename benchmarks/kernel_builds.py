@@ -14,9 +14,11 @@ from the first's.
     python -m benchmarks.kernel_builds --build new=c++ --build "old=c++ source=../old/seqjax/fast/kernels/lstm_cpu.cc"
 
 A build is NAME=COMPILER [FLAG ...] [source=PATH] (split as a shell would); by default one build, the compiler
-and `SEQJAX_NATIVE_FLAGS` the kernels use. Shapes are TASK:CELL:B:F:H:T (`--shape`, repeated; by default the
-kernel calls of the bench's LSTM rows at medium, large and many and two GRU calls): `forward` runs T steps of
-inputs and writes every h (no head), `closed_loop` T steps fed back through an F-output dense head.
+and `SEQJAX_NATIVE_FLAGS` the kernels use. Shapes are TASK:CELL:B:F:H:T[:PRODUCT] (`--shape`, repeated; by default
+the kernel calls of the bench's LSTM rows at medium, large and many and two GRU calls): `forward` runs T steps of
+inputs and writes every h (no head), `closed_loop` T steps fed back through an F-output dense head; PRODUCT
+`plain` (the default) or `strassen` (LSTM only: the recurrent products by Strassen's where the kernel takes it, as
+the plan has them from 128 units; the GFLOP/s column then counts the plain product's multiply-adds).
 """
 
 from __future__ import annotations
@@ -36,16 +38,16 @@ from benchmarks import report
 from seqjax.fast import native
 
 HARNESS = Path(__file__).with_suffix(".cc")
-DEFAULT_SHAPES = (
-    "forward:lstm:64:8:128:100",       # medium forward
-    "forward:lstm:128:32:256:200",     # large forward
-    "forward:lstm:1024:8:128:100",     # many: the rollout's warm-up
-    "closed_loop:lstm:128:32:256:200",  # large rollout's closed loop
-    "closed_loop:lstm:1024:8:128:200",  # many rollout's closed loop
+DEFAULT_SHAPES = (  # the LSTM's with Strassen's product, as the plan runs them at these sizes
+    "forward:lstm:64:8:128:100:strassen",       # medium forward
+    "forward:lstm:128:32:256:200:strassen",     # large forward
+    "forward:lstm:1024:8:128:100:strassen",     # many: the rollout's warm-up
+    "closed_loop:lstm:128:32:256:200:strassen",  # large rollout's closed loop
+    "closed_loop:lstm:1024:8:128:200:strassen",  # many rollout's closed loop
     "forward:gru:64:8:128:100",
     "closed_loop:gru:1024:8:128:200",
 )
-_TASKS, _CELLS = ("forward", "closed_loop"), ("lstm", "gru")
+_TASKS, _CELLS, _PRODUCTS = ("forward", "closed_loop"), ("lstm", "gru"), ("plain", "strassen")
 
 
 class Build(NamedTuple):
@@ -71,24 +73,27 @@ def parse_build(spec: str) -> Build:
     return Build(name, words[0], flags, source.resolve())
 
 
-def parse_shape(text: str) -> tuple[str, str, int, int, int, int]:
-    """TASK:CELL:B:F:H:T as (task, cell, B, F, H, T)."""
+def parse_shape(text: str) -> tuple[str, str, int, int, int, int, str]:
+    """TASK:CELL:B:F:H:T[:PRODUCT] as (task, cell, B, F, H, T, product)."""
     parts = text.split(":")
     try:
-        task, cell, *sizes = parts
+        task, cell, *sizes = parts[:6]
         b, f, h, t = (int(s) for s in sizes)
     except ValueError:
-        raise ValueError(f"kernel_builds: a shape must be TASK:CELL:B:F:H:T, got {text!r}") from None
-    if task not in _TASKS or cell not in _CELLS or min(b, f, h, t) < 1:
-        raise ValueError(f"kernel_builds: a shape must be TASK:CELL:B:F:H:T with TASK in {_TASKS}, CELL in "
-                         f"{_CELLS} and positive sizes, got {text!r}")
-    return task, cell, b, f, h, t
+        raise ValueError(f"kernel_builds: a shape must be TASK:CELL:B:F:H:T[:PRODUCT], got {text!r}") from None
+    product = parts[6] if len(parts) == 7 else "plain"
+    if (len(parts) > 7 or task not in _TASKS or cell not in _CELLS or product not in _PRODUCTS
+            or min(b, f, h, t) < 1 or (product == "strassen" and cell != "lstm")):
+        raise ValueError(f"kernel_builds: a shape must be TASK:CELL:B:F:H:T[:PRODUCT] with TASK in {_TASKS}, CELL "
+                         f"in {_CELLS}, positive sizes and PRODUCT in {_PRODUCTS} (strassen for lstm only), got "
+                         f"{text!r}")
+    return task, cell, b, f, h, t, product
 
 
 def flops(shape: str) -> float:
     """The recurrent matmul's FLOPs of one call: [x, h] w per forward step, h (w_h + w_d w_x) per closed-loop step
     (the head's product left out)."""
-    task, cell, b, f, h, t = parse_shape(shape)
+    task, cell, b, f, h, t, _ = parse_shape(shape)
     gates = 4 if cell == "lstm" else 3
     return 2.0 * t * b * (h if task == "closed_loop" else f + h) * gates * h
 
@@ -96,7 +101,7 @@ def flops(shape: str) -> float:
 def compiler_version(compiler: str) -> str:
     """The first line of `compiler --version`, or why it is unknown."""
     try:
-        done = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([compiler, "--version"], check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as e:
         return f"unknown ({e})"
     return (done.stdout.splitlines() or ["unknown"])[0]
@@ -106,7 +111,7 @@ def compile_build(build: Build, out: Path) -> None:
     """The harness built with `build` into `out`; raises RuntimeError with the compiler's message if it fails."""
     command = [build.compiler, *native.COMPILE_FLAGS, native.arch_flag(), *build.flags,
                f"-I{jax.ffi.include_dir()}", f'-DSEQJAX_KERNEL_SOURCE="{build.source}"', str(HARNESS), "-o", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     if done.returncode:
         raise RuntimeError(f"kernel_builds: building {build.name} failed: {done.stderr.strip()[-2000:]}")
 
@@ -169,7 +174,7 @@ def format_table(table: dict, builds) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", action="append", default=[], help="NAME=COMPILER [FLAG ...] [source=PATH]")
-    parser.add_argument("--shape", action="append", default=[], help="TASK:CELL:B:F:H:T")
+    parser.add_argument("--shape", action="append", default=[], help="TASK:CELL:B:F:H:T[:plain|:strassen]")
     parser.add_argument("--rounds", type=int, default=5, help="processes per build, alternating")
     parser.add_argument("--reps", type=int, default=5, help="timed calls per shape in each process")
     parser.add_argument("--threads", type=int, default=0, help="kernel threads (0: all)")

@@ -30,10 +30,18 @@ def test_a_bad_build_spec_is_refused_with_what_was_given(spec, match):
 
 
 @pytest.mark.parametrize("shape", ["forward:lstm:2:3:4", "sideways:lstm:2:3:4:5", "forward:rnn:2:3:4:5",
-                                   "forward:lstm:2:0:4:5", "forward:lstm:2:x:4:5"])
+                                   "forward:lstm:2:0:4:5", "forward:lstm:2:x:4:5", "forward:lstm:2:3:4:5:fast",
+                                   "forward:gru:2:3:4:5:strassen", "forward:lstm:2:3:4:5:plain:plain"])
 def test_a_bad_shape_is_refused_with_what_was_given(shape):
-    with pytest.raises(ValueError, match=f"kernel_builds: a shape must be TASK:CELL:B:F:H:T.*got '{shape}'"):
+    expected = rf"kernel_builds: a shape must be TASK:CELL:B:F:H:T\[:PRODUCT\].*got '{shape}'"
+    with pytest.raises(ValueError, match=expected):
         kernel_builds.parse_shape(shape)
+
+
+def test_a_shape_names_its_product_plain_unless_it_says_strassen():
+    assert kernel_builds.parse_shape("forward:lstm:2:3:4:5") == ("forward", "lstm", 2, 3, 4, 5, "plain")
+    assert kernel_builds.parse_shape("closed_loop:lstm:2:3:4:5:strassen")[-1] == "strassen"
+    assert all(s.endswith(":strassen") for s in kernel_builds.DEFAULT_SHAPES if ":lstm:" in s)
 
 
 def test_flops_count_the_recurrent_matmul_of_each_task():
@@ -74,3 +82,15 @@ def test_builds_are_timed_and_only_a_changed_source_shows_in_the_outputs(tmp_pat
             assert len(row[name]["runs_ms"]) == 2 and row[name]["median_ms"] > 0
     assert (tmp_path / "out.json").exists()
     assert "| forward:lstm:7:3:21:4 |" in capsys.readouterr().out
+
+
+@needs_compiler
+def test_a_strassen_shape_runs_strassens_product(tmp_path):
+    """One thread, B 32, H 64: two chunks of two pairs of 4-row blocks, so the kernel takes Strassen's product; its
+    outputs differ from the plain product's in their roundings only."""
+    shapes = [f"{task}:lstm:32:3:64:5{product}" for task in ("forward", "closed_loop") for product in ("", ":strassen")]
+    args = ["--shape", shapes[0], "--shape", shapes[1], "--shape", shapes[2], "--shape", shapes[3]]
+    result = kernel_builds.main([*args, "--threads", "1", "--rounds", "1", "--reps", "1"])["results"]
+    for plain, strassen in (shapes[:2], shapes[2:]):
+        a, b = result[plain]["default"]["checksum"], result[strassen]["default"]["checksum"]
+        assert a != b and abs(a - b) <= 1e-4 * max(1.0, abs(a))
