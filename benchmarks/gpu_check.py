@@ -196,8 +196,8 @@ def main(argv=None) -> dict:
                 rows.append(check_row(config, cell, path, seed))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     payload = {"command": "python3 -m benchmarks.gpu_check " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "machine": machine(), "versions": versions([]), "device_kind": jax.devices()[0].device_kind, "plans": plans(configs), "rows": rows,
-               "ok": all(r["ok"] for r in rows)}
+               "machine": machine(), "versions": versions([]), "device_kind": jax.devices()[0].device_kind,
+               "plans": plans(configs), "rows": rows, "ok": all(r["ok"] for r in rows)}
     write_json(args.out, payload)
     print(f"\n{jax.devices()[0].device_kind} ({jax.default_backend()}):\n{table(rows)}\nJSON: {args.out}")
     return payload

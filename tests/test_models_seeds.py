@@ -11,7 +11,7 @@ import seqjax as sj
 from seqjax import losses, models, train
 import reference as ref
 
-B, F, H, S, O = 3, 2, 6, 5, 4  # batch, in features, hidden, steps, out features
+B, F, H, S, FO = 3, 2, 6, 5, 4  # batch, in features, hidden, steps, out features
 
 
 def _x(seed, shape):
@@ -30,10 +30,10 @@ def _np_lstm_dense(params, x_steps):
 
 
 def test_one_to_many_repeat_is_the_vector_at_every_step():
-    m = models.one_to_many_repeat(F, H, O, S)
+    m = models.one_to_many_repeat(F, H, FO, S)
     params, x = m.init(jax.random.key(0)), _x(1, (B, F))
     ys = m.apply(params, x)
-    assert ys.shape == (B, S, O)
+    assert ys.shape == (B, S, FO)
     np.testing.assert_allclose(ys, _np_lstm_dense(params, [x] * S), atol=2e-5)
 
 

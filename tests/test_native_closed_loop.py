@@ -127,8 +127,8 @@ def test_what_the_kernel_does_not_run(what, monkeypatch):
     carry, x0 = model.initial_carry(5), _arrays(5, f, h)[3]
     rollout = lambda m: lambda p, c, x: sj.rollout(m, p, c, x, 4, **kwargs)  # noqa: E731
     assert not checks.runs(native.TARGET_CLOSED_LOOP, rollout(model), params, carry, x0)
-    checks.close(jax.jit(rollout(model))(params, carry, x0), jax.jit(rollout(checks.by_steps(model)))(params, carry, x0),
-                 atol=1e-6)
+    checks.close(jax.jit(rollout(model))(params, carry, x0),
+                 jax.jit(rollout(checks.by_steps(model)))(params, carry, x0), atol=1e-6)
 
 
 def test_the_plan_chooses_the_kernel_for_closed_loops_on_cpu():

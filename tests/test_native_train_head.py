@@ -132,7 +132,8 @@ def test_gradient_of_a_chain_runs_the_head_inside_the_kernels(make, kernels, hea
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("head", [lambda: sj.dense(3, activation="tanh"), lambda: sj.dense(3, matmul_dtype=jnp.bfloat16)],
+@pytest.mark.parametrize("head", [lambda: sj.dense(3, activation="tanh"),
+                                  lambda: sj.dense(3, matmul_dtype=jnp.bfloat16)],
                          ids=["activation", "bfloat16 matmuls"])
 def test_heads_that_are_not_one_linear_dense_stay_outside(head, monkeypatch):
     """A dense with an activation or mixed precision is not an affine map the kernels run: the layer's own

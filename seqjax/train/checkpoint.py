@@ -69,7 +69,7 @@ def _key_data(tree):
 
 def _rewrap_keys(restored, like):
     """Typed keys back where `like` has them, with `like`'s key implementation."""
-    return jax.tree.map(lambda r, l: jax.random.wrap_key_data(r, impl=jax.random.key_impl(l)) if _is_typed_key(l)
+    return jax.tree.map(lambda r, k: jax.random.wrap_key_data(r, impl=jax.random.key_impl(k)) if _is_typed_key(k)
                         else r, restored, like)
 
 
