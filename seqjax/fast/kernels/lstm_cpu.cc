@@ -369,6 +369,39 @@ inline void gemm_column(int64_t K, const float* __restrict a, int64_t ar, int64_
 }
 #endif
 
+// acc[r][j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV: the register-blocked product.
+// acc: a local array of the caller's that nothing else addresses, so that the compiler keeps it in registers. (Where
+// a Strassen tile's accumulators started in and went back to an array that `cell_update` addresses, GCC 12 copied
+// them through the stack on the way in and out: its kernels 2.5-5% slower, `python -m benchmarks.kernel_builds`.
+// The plain step's `preactivations` is the other way round: its own register copy measured 5-6% slower there.)
+template <int MR, int NV>
+inline void product_rows(int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w,
+                         int64_t ldw, vf (&acc)[MR][NV]) {
+#if SEQJAX_VECTOR_BYTES != 64
+  for (int j = 0; j < NV; ++j) {
+    vf* o[MR];
+    for (int r = 0; r < MR; ++r) o[r] = &acc[r][j];
+    gemm_column<MR>(K, a, ar, ak, w + j * L, ldw, o);
+  }
+#else
+  // GCC 12 runs this loop up to ~10% faster unrolled twice; clang 14 unrolls it eight times itself, and ran 2.2x
+  // slower told to unroll it twice (`python -m benchmarks.kernel_builds`)
+#if !defined(__clang__)
+#pragma GCC unroll 2
+#endif
+  for (int64_t k = 0; k < K; ++k) {
+    const float* wk = w + k * ldw;
+    vf b[NV];
+    for (int j = 0; j < NV; ++j) b[j] = load(wk + j * L);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      vf x = splat(a[r * ar + k * ak]);
+      for (int j = 0; j < NV; ++j) acc[r][j] += x * b[j];
+    }
+  }
+#endif
+}
+
 // out[r][J0 + j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV; then, where K2 > 0, the
 // same for a second operand (a2 [r * ar2 + k], w2 [k * ldw + ...], K2 rows) onto the same accumulators, which stay
 // in registers between the two (GCC 12 wrote them to the stack and back between two calls)
@@ -388,25 +421,8 @@ inline void gemm_acc(int64_t K, const float* __restrict a, int64_t ar, int64_t a
   vf acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NV; ++j) acc[r][j] = out[r][J0 + j];
-  auto product = [&](int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w) {
-    // GCC 12 runs this loop up to ~10% faster unrolled twice; clang 14 unrolls it eight times itself, and ran 2.2x
-    // slower told to unroll it twice (`python -m benchmarks.kernel_builds`)
-#if !defined(__clang__)
-#pragma GCC unroll 2
-#endif
-    for (int64_t k = 0; k < K; ++k) {
-      const float* wk = w + k * ldw;
-      vf b[NV];
-      for (int j = 0; j < NV; ++j) b[j] = load(wk + j * L);
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        vf x = splat(a[r * ar + k * ak]);
-        for (int j = 0; j < NV; ++j) acc[r][j] += x * b[j];
-      }
-    }
-  };
-  product(K, a, ar, ak, w);
-  if (K2 > 0) product(K2, a2, ar2, 1, w2);
+  product_rows<MR, NV>(K, a, ar, ak, w, ldw, acc);
+  if (K2 > 0) product_rows<MR, NV>(K2, a2, ar2, 1, w2, ldw, acc);
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NV; ++j) out[r][J0 + j] = acc[r][j];
 #endif
@@ -566,18 +582,20 @@ __attribute__((noinline)) void strassen_tile(int64_t K, const float* a, int64_t 
                                              const vf (*init)[4], const vf (*init2)[4], vf (*out)[4],
                                              int64_t K2 = 0, const float* a2 = nullptr, const float* w2 = nullptr,
                                              const StrassenStep* finish = nullptr, int64_t g = 0, int64_t b0 = 0) {
-  vf z[MR][4];
+  vf acc[MR][4];  // in registers (`product_rows`); z below, which `cell_update` addresses, takes their sums after
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) z[r][j] = init ? (init2 ? init[r][j] + init2[r][j] : init[r][j]) : vf{};
-  gemm_acc<MR, 4>(K, a, ar, 1, w, GW, z, K2, a2, K2, w2);
+    for (int j = 0; j < 4; ++j) acc[r][j] = init ? (init2 ? init[r][j] + init2[r][j] : init[r][j]) : vf{};
+  product_rows<MR, 4>(K, a, ar, 1, w, GW, acc);
   if (!finish) {
     for (int r = 0; r < MR; ++r)
-      for (int j = 0; j < 4; ++j) out[r][j] = z[r][j];
+      for (int j = 0; j < 4; ++j) out[r][j] = acc[r][j];
     return;
   }
+  if (K2 > 0) product_rows<MR, 4>(K2, a2, K2, 1, w2, GW, acc);
   const StrassenStep& s = *finish;
+  vf z[MR][4];
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) z[r][j] += load(s.bias + g * GW + j * L);
+    for (int j = 0; j < 4; ++j) z[r][j] = acc[r][j] + load(s.bias + g * GW + j * L);
   float* kept = s.kept ? s.kept + g * U : nullptr;
   cell_update<MR>(s.H, z, s.c, s.h_next, g, b0, [&](int64_t b, vf h, vf) { if (kept) store(kept + b * s.ks, h); },
                   nullptr, 0);
