@@ -372,7 +372,7 @@ inline void gemm_column(int64_t K, const float* __restrict a, int64_t ar, int64_
 // acc[r][j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV: the register-blocked product.
 // acc: a local array of the caller's that nothing else addresses, so that the compiler keeps it in registers. (Where
 // a Strassen tile's accumulators started in and went back to an array that `cell_update` addresses, GCC 12 copied
-// them through the stack on the way in and out: its kernels 2.5-5% slower, `python -m benchmarks.kernel_builds`.
+// them through the stack on the way in and out: its kernels 1-14% slower, `python -m benchmarks.kernel_builds`.
 // The plain step's `preactivations` is the other way round: its own register copy measured 5-6% slower there.)
 template <int MR, int NV>
 inline void product_rows(int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w,
