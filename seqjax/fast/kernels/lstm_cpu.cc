@@ -87,7 +87,7 @@ namespace {
 // array by registers only where every index is a constant when its scalar replacement pass runs, which is before
 // it fully unrolls the loops it was not told to; otherwise the array stays in memory, and GCC copies it into
 // registers around each product loop and back out after it (24 loads or stores at each end of a 6-row tile).
-// Unrolled here, the kernels alone ran 4-12% faster (`python -m benchmarks.kernel_builds`). Clang unrolls them
+// Unrolled here, the kernels alone ran 3-23% faster (`python -m benchmarks.kernel_builds`). Clang unrolls them
 // itself.
 #if defined(__clang__)
 #define SEQJAX_UNROLL_ALL
