@@ -382,10 +382,10 @@ inline void gemm_column(int64_t K, const float* __restrict a, int64_t ar, int64_
 #endif
 
 // acc[r][j] += sum_k a[r * ar + k * ak] * w[k * ldw + j * L + lane], r < MR, j < NV: the register-blocked product.
-// acc: a local array of the caller's that nothing else addresses, so that the compiler keeps it in registers. (Where
-// a Strassen tile's accumulators started in and went back to an array that `cell_update` addresses, GCC 12 copied
-// them through the stack on the way in and out: its kernels 1-14% slower, `python -m benchmarks.kernel_builds`.
-// The plain step's `preactivations` is the other way round: its own register copy measured 5-6% slower there.)
+// acc: a local array of the caller's that nothing else addresses, its loops unrolled in full (SEQJAX_UNROLL_ALL, here
+// and at the caller), so that the compiler keeps it in registers; GCC 12 otherwise kept it in memory and copied it
+// in and out around this loop (`python -m benchmarks.kernel_builds`: 3-23% of the kernels' time, BENCHMARKS.md). The
+// plain step's `preactivations` is the other way round: its own register copy measured 5-6% slower there.
 template <int MR, int NV>
 inline void product_rows(int64_t K, const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict w,
                          int64_t ldw, vf (&acc)[MR][NV]) {
@@ -600,7 +600,7 @@ __attribute__((noinline)) void strassen_tile(int64_t K, const float* a, int64_t 
                                              const vf (*init)[4], const vf (*init2)[4], vf (*out)[4],
                                              int64_t K2 = 0, const float* a2 = nullptr, const float* w2 = nullptr,
                                              const StrassenStep* finish = nullptr, int64_t g = 0, int64_t b0 = 0) {
-  vf acc[MR][4];  // in registers (`product_rows`); z below, which `cell_update` addresses, takes their sums after
+  vf acc[MR][4];  // in registers (`product_rows`); z below, which `cell_update` addresses, takes their sums last
   SEQJAX_UNROLL_ALL
   for (int r = 0; r < MR; ++r)
     SEQJAX_UNROLL_ALL
