@@ -45,6 +45,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -219,6 +220,35 @@ inline void advise_huge_pages(void* p, int64_t bytes) {
 #endif
 }
 
+// Scratch memory of the kernels: float vectors whose data starts at a 64-byte boundary, as XLA's buffers do, so
+// that no vector load from a row whose offset is a multiple of 16 floats splits a cache line. (malloc aligns to 16
+// bytes only, and where in a cache line the data landed then depended on the heap's state: the Strassen kernels ran
+// 6-12% slower with it 16 or 32 bytes past a boundary, BENCHMARKS.md.) SEQJAX_SCRATCH_SKEW (bytes; for measuring
+// only, through SEQJAX_NATIVE_FLAGS) puts it that far past one.
+#ifndef SEQJAX_SCRATCH_SKEW
+#define SEQJAX_SCRATCH_SKEW 0
+#endif
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::size_t kAlign = 64;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(std::size_t n) {  // (kAlign more bytes: room for the skew)
+    char* p = static_cast<char*>(::operator new(n * sizeof(T) + kAlign, std::align_val_t(kAlign)));
+    return reinterpret_cast<T*>(p + SEQJAX_SCRATCH_SKEW);
+  }
+  void deallocate(T* p, std::size_t) {
+    ::operator delete(reinterpret_cast<char*>(p) - SEQJAX_SCRATCH_SKEW, std::align_val_t(kAlign));
+  }
+  template <class U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+using Scratch = std::vector<float, CacheLineAllocator<float>>;
+
 // Bytes of a core's level-1 data cache and of its level-2 cache (32 KB and 1 MB where the OS does not say).
 inline int64_t or_default(long reported, int64_t fallback) { return reported > 0 ? reported : fallback; }
 #if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
@@ -236,6 +266,21 @@ inline int64_t l2_bytes() { return 1 << 20; }
 #endif
 
 // ---- threads -------------------------------------------------------------------------------------------
+// Waits until `done()`: spinning at first (another thread's part of a step ends within microseconds), then
+// yielding the core at every look, so that where more threads are runnable than there are cores (another
+// process's, or a computation XLA runs beside this one) the thread waited for gets a core instead of this one
+// spinning through its time slice.
+constexpr int kSpinsBeforeYield = 1024;
+template <class Done>
+inline void await(Done done) {
+  for (int spin = 0; !done(); ++spin) {
+    if (spin < kSpinsBeforeYield)
+      cpu_relax();
+    else
+      std::this_thread::yield();
+  }
+}
+
 class SpinBarrier {
  public:
   explicit SpinBarrier(int n) : n_(n) {}
@@ -245,7 +290,7 @@ class SpinBarrier {
       count_.store(0, std::memory_order_relaxed);
       gen_.fetch_add(1, std::memory_order_release);
     } else {
-      while (gen_.load(std::memory_order_acquire) == gen) cpu_relax();
+      await([&] { return gen_.load(std::memory_order_acquire) != gen; });
     }
   }
 
@@ -255,7 +300,20 @@ class SpinBarrier {
   std::atomic<int> gen_{0};
 };
 
+// Whether a job's workers leave the caller's core (below). SEQJAX_UNSTACK=0 (for measuring only, through
+// SEQJAX_NATIVE_FLAGS) leaves where they run to the OS alone.
+#ifndef SEQJAX_UNSTACK
+#define SEQJAX_UNSTACK 1
+#endif
+
 // Persistent worker threads, one per core besides the caller's (SEQJAX_NATIVE_THREADS: cores to use).
+//
+// The OS may wake a worker onto the core of the thread that woke it, behind that thread, while another core idles:
+// the caller then runs the job's parts alone, or spins waiting for a worker queued behind it, until the OS moves
+// one of them, milliseconds later. So the caller gives its core up once where a worker has not started within
+// 20 us, and a worker that finds itself on the caller's core moves off it (its affinity set without that core,
+// then back). Where computations ran beside the medium LSTM forward in one process (Flax's, as in the bench), its
+// median went 5.9-6.8 ms -> 4.3-4.4 (BENCHMARKS.md).
 class Pool {
  public:
   static Pool& get() {
@@ -265,25 +323,39 @@ class Pool {
   int max_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
   // f(id, n) for id in 0..n-1, f(0, n) on the caller; returns when all have returned. One call at a time
-  // gets the workers: a call made while another runs (two computations executing at once) runs f(0, 1)
-  // alone.
+  // gets the workers: a call made while another runs (XLA runs independent computations at once, such as the
+  // calls a loop dispatches without waiting) sleeps until that one returns and then takes every core. (Running it
+  // alone beside the other instead put three busy threads on two cores, whose waits for each other then cost
+  // whole time slices: BENCHMARKS.md.) A call from inside a job runs f(0, 1) alone.
   void run(int n, const std::function<void(int, int)>& f) {
     n = std::min(n, max_threads());
-    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (n <= 1 || !busy.owns_lock()) {
+    if (n <= 1 || in_job()) {
       f(0, 1);
       return;
     }
+    std::lock_guard<std::mutex> busy(busy_);
     {
       std::lock_guard<std::mutex> lock(m_);
       job_ = &f;
       active_ = n;
+      caller_cpu_ = current_cpu();
+      started_.store(0, std::memory_order_relaxed);
       remaining_.store(n - 1, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    f(0, n);
-    while (remaining_.load(std::memory_order_acquire) != 0) cpu_relax();
+#if SEQJAX_UNSTACK
+    {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+      while (started_.load(std::memory_order_acquire) < n - 1 && std::chrono::steady_clock::now() < until) cpu_relax();
+      if (started_.load(std::memory_order_acquire) < n - 1) std::this_thread::yield();
+    }
+#endif
+    {
+      InJob job;
+      f(0, n);
+    }
+    await([&] { return remaining_.load(std::memory_order_acquire) == 0; });
   }
 
  private:
@@ -321,17 +393,54 @@ class Pool {
       seen = generation_.load(std::memory_order_acquire);
       if (stop_) return;
       const std::function<void(int, int)>* job;
-      int active;
+      int active, caller_cpu;
       {
         std::lock_guard<std::mutex> lock(m_);
         job = job_;
         active = active_;
+        caller_cpu = caller_cpu_;
       }
       if (id < active) {
+        started_.fetch_add(1, std::memory_order_acq_rel);
+#if SEQJAX_UNSTACK
+        if (caller_cpu >= 0 && current_cpu() == caller_cpu) move_off(caller_cpu);
+#endif
+        InJob in;
         (*job)(id, active);
         remaining_.fetch_sub(1, std::memory_order_acq_rel);
       }
     }
+  }
+
+  // whether this thread runs a job now (set while it does)
+  static bool& in_job() {
+    static thread_local bool flag = false;
+    return flag;
+  }
+  struct InJob {
+    InJob() { in_job() = true; }
+    ~InJob() { in_job() = false; }
+  };
+
+  static int current_cpu() {
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+  }
+  // moves this thread off `cpu` (to another it may run on) and lets it run anywhere it could before
+  static void move_off(int cpu) {
+#if defined(__linux__)
+    cpu_set_t allowed, others;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0 || CPU_COUNT(&allowed) < 2) return;
+    others = allowed;
+    CPU_CLR(cpu, &others);
+    sched_setaffinity(0, sizeof(others), &others);
+    sched_setaffinity(0, sizeof(allowed), &allowed);
+#else
+    (void)cpu;
+#endif
   }
 
   std::vector<std::thread> workers_;
@@ -342,6 +451,8 @@ class Pool {
   std::atomic<int> remaining_{0};
   const std::function<void(int, int)>* job_ = nullptr;
   int active_ = 0;
+  int caller_cpu_ = -1;
+  std::atomic<int> started_{0};
   bool stop_ = false;
 };
 
@@ -852,7 +963,7 @@ struct Forward {
     // while the others take the rest. Chunks for Strassen's product where it applies and gives two a thread,
     // else of `row_chunk` rows where there are two a thread; else by units below.
     std::vector<RowChunk> row_chunks = strassen_applies() ? strassen_chunks() : std::vector<RowChunk>{};
-    std::vector<float> strassen_operands;
+    Scratch strassen_operands;
     if (row_chunks.size() >= 2 * static_cast<size_t>(n)) {
       strassen_operands.resize(7 * G * H * GW / 4);
       const float* wh = wf ? wf : w + F * GW;  // group g's w_h at wh + g gs
@@ -868,7 +979,7 @@ struct Forward {
       std::atomic<int64_t> next{0};
       const int64_t count = static_cast<int64_t>(row_chunks.size());
       pool.run(n, [&](int, int) {
-        std::vector<float> sums(strassen_operands.empty() ? 0 : 4 * kStrassenMaxPairs * kStrassenMaxRows * (H / 2));
+        Scratch sums(strassen_operands.empty() ? 0 : 4 * kStrassenMaxPairs * kStrassenMaxRows * (H / 2));
         for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
           const RowChunk& chunk = row_chunks[k];
           for (int64_t t = 0; t < T; ++t) {
@@ -1141,12 +1252,13 @@ struct Backward {
     const int64_t reads = (zs ? 2 : 3) * nw * static_cast<int64_t>(sizeof(float));
     if (n > 1 && chunks >= (zs || gru ? 2 : 8) * n && reads <= l2_bytes() / 2) {
       const int64_t S = kWeightSteps, FH = F + H, Z = G * GW;
-      const int64_t per = nw + nb + nd + S * chunk * (FH + Z);
-      std::vector<float> own(static_cast<size_t>(n * per), 0.0f);
+      // each thread's buffer and its dz rows start at 64-byte boundaries (nw, nb, nd and Z are multiples of L)
+      const int64_t na = (S * chunk * FH + L - 1) / L * L, per = nw + nb + nd + na + S * chunk * Z;
+      Scratch own(static_cast<size_t>(n * per), 0.0f);
       std::atomic<int64_t> next{0};
       pool.run(n, [&](int id, int) {
         float *dwp = own.data() + id * per, *dbp = dwp + nw, *dwdp = dbp + nb;
-        float *as = dwdp + nd, *dzs = as + S * chunk * FH;  // S steps of a chunk: [x_t, h_{t-1}] rows, dz rows
+        float *as = dwdp + nd, *dzs = as + na;  // S steps of a chunk: [x_t, h_{t-1}] rows, dz rows
         for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
           const int64_t r0 = k * chunk, r1 = std::min(B, r0 + chunk), nr = r1 - r0;
           int64_t kept = 0;
@@ -1246,7 +1358,7 @@ ffi::Error forward(const char* name, F32& xs, F32& w, F32& bias, F32& h0, const 
   fw.c = c;
   std::memcpy(h, h0.typed_data(), fw.B * fw.H * sizeof(float));
   if (c) std::memcpy(c, c0, fw.B * fw.H * sizeof(float));
-  std::vector<float> hbuf(2 * fw.B * fw.H);
+  Scratch hbuf(2 * fw.B * fw.H);
   fw.hbuf = hbuf.data();
   fw.run();
   return ffi::Error::Success();
@@ -1364,7 +1476,7 @@ ffi::Error backward(const char* name, F32& xs, F32& w, F32& wt, F32& bias, F32& 
   bw.dc = dc0;
   std::memcpy(bw.dh, dh_end.typed_data(), bw.B * bw.H * sizeof(float));
   if (dc0) std::memcpy(bw.dc, dc_end, bw.B * bw.H * sizeof(float));
-  std::vector<float> dzbuf(2 * bw.B * bw.G * GW);
+  Scratch dzbuf(2 * bw.B * bw.G * GW);
   bw.dzbuf = dzbuf.data();
   bw.run();
   return ffi::Error::Success();
@@ -1556,7 +1668,7 @@ ffi::Error StackClosedLoopImpl(F32 x0, F32 wf, F32 biasf, F32 wd, F32 bd, ffi::R
   size_t arg = 0, ret = 0;
   for (size_t i = 0; i < count; ++i) arg += gru[i] ? 3 : 4, ret += gru[i] ? 1 : 2;
   if (count < 2 || args.size() != arg || rets.size() != ret) return invalid(name, "layers");
-  std::vector<std::vector<float>> hbufs(count);
+  std::vector<Scratch> hbufs(count);
   std::vector<std::pair<float*, const float*>> finals;  // each layer's h result and where its final h is
   arg = ret = 0;
   for (size_t l = 0; l < count; ++l) {
