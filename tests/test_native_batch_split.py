@@ -110,3 +110,34 @@ def test_backward_split_by_rows_matches_float64_numpy_and_the_split_by_units(cel
         np.testing.assert_allclose(x, y, atol=2e-5 * max(1.0, np.abs(y).max()), rtol=1e-4)
     for x, y in zip(jax.tree.leaves(split), jax.tree.leaves(by_units)):
         np.testing.assert_allclose(x, y, atol=1e-5 * max(1.0, np.abs(y).max()), rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_calls_from_several_threads_at_once_give_each_its_own_results(cell):
+    """The kernels' worker threads serve one call at a time: a call that finds them busy waits for them. Four Python
+    threads calling at once, each with its own inputs, must each get the bits a call alone gives, and none may
+    hang."""
+    import threading
+
+    fn = jax.jit(lambda *a: _kernels(cell, *a, threads=0))
+    inputs = [_arrays(cell, 27, 40, 3, 37, seed=s) for s in range(4)]  # calls long enough to overlap
+    alone = [jax.device_get(fn(*args)) for args in inputs]
+    got, errors, start = [None] * 4, [], threading.Barrier(4)
+
+    def call(i):
+        try:
+            start.wait()
+            for _ in range(3):
+                got[i] = jax.device_get(fn(*inputs[i]))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a call from one of the threads never returned"
+    assert not errors, errors
+    for i in range(4):
+        jax.tree.map(np.testing.assert_array_equal, got[i], alone[i])
