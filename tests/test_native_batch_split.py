@@ -8,6 +8,8 @@ numbers and each other's (the forward passes: the same bits). On a machine with 
 by units (`threads=0` is then one thread).
 """
 
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,8 +119,6 @@ def test_calls_from_several_threads_at_once_give_each_its_own_results(cell):
     """The kernels' worker threads serve one call at a time: a call that finds them busy waits for them. Four Python
     threads calling at once, each with its own inputs, must each get the bits a call alone gives, and none may
     hang."""
-    import threading
-
     fn = jax.jit(lambda *a: _kernels(cell, *a, threads=0))
     inputs = [_arrays(cell, 27, 40, 3, 37, seed=s) for s in range(4)]  # calls long enough to overlap
     alone = [jax.device_get(fn(*args)) for args in inputs]

@@ -326,10 +326,11 @@ class Pool {
   // gets the workers: a call made while another runs (XLA runs independent computations at once, such as the
   // calls a loop dispatches without waiting) sleeps until that one returns and then takes every core. (Running it
   // alone beside the other instead put three busy threads on two cores, whose waits for each other then cost
-  // whole time slices: BENCHMARKS.md.) A call from inside a job runs f(0, 1) alone.
+  // whole time slices: BENCHMARKS.md.) A job must not call `run` (it would wait for itself): the kernels call it
+  // only from their handlers.
   void run(int n, const std::function<void(int, int)>& f) {
     n = std::min(n, max_threads());
-    if (n <= 1 || in_job()) {
+    if (n <= 1) {
       f(0, 1);
       return;
     }
@@ -351,10 +352,7 @@ class Pool {
       if (started_.load(std::memory_order_acquire) < n - 1) std::this_thread::yield();
     }
 #endif
-    {
-      InJob job;
-      f(0, n);
-    }
+    f(0, n);
     await([&] { return remaining_.load(std::memory_order_acquire) == 0; });
   }
 
@@ -405,22 +403,11 @@ class Pool {
 #if SEQJAX_UNSTACK
         if (caller_cpu >= 0 && current_cpu() == caller_cpu) move_off(caller_cpu);
 #endif
-        InJob in;
         (*job)(id, active);
         remaining_.fetch_sub(1, std::memory_order_acq_rel);
       }
     }
   }
-
-  // whether this thread runs a job now (set while it does)
-  static bool& in_job() {
-    static thread_local bool flag = false;
-    return flag;
-  }
-  struct InJob {
-    InJob() { in_job() = true; }
-    ~InJob() { in_job() = false; }
-  };
 
   static int current_cpu() {
 #if defined(__linux__)
